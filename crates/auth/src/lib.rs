@@ -1,0 +1,341 @@
+//! Caller authentication: validates a JWT bearer token and turns its claims into a [`Principal`]
+//! (agency, user, roles).
+//!
+//! Each trusted issuer is configured with its own key, algorithm and the agencies it may speak
+//! for; the token's issuer, audience, expiry, not-before and algorithm are all checked, `alg: none`
+//! and algorithm confusion (an HMAC token "signed" with a public key) are refused because only the
+//! issuer's configured asymmetric algorithm is accepted. A [`DevIssuer`] mints tokens for local
+//! use; a server trusts it only when started with its key. This crate decides who the caller is,
+//! never what they may do (that is `accord-policy`).
+
+use std::collections::HashMap;
+
+use accord_domain::{AgencyId, Role, UserId};
+use base64::Engine;
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// Why a caller could not be authenticated. Messages are safe to return to the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No `authorization: Bearer` metadata.
+    #[error("missing bearer token: send metadata `authorization: Bearer <JWT>`")]
+    Missing,
+    /// The token is malformed, from an untrusted issuer, badly signed, expired or not yet valid.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// A configuration value is wrong (at start-up, not per request).
+    #[error("auth configuration: {0}")]
+    Config(String),
+}
+
+/// `Result` with this crate's `Error`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The agency the caller acts for.
+    pub agency: AgencyId,
+    /// The user (the token's `sub`).
+    pub user: UserId,
+    /// Roles granted by the token. Unknown roles carry no rights (policy ignores them).
+    pub roles: Vec<Role>,
+    /// The token id (`jti`), for the access log.
+    pub token_id: Option<String>,
+    /// The issuer that vouched for the caller.
+    pub issuer: String,
+}
+
+impl Principal {
+    /// Whether the token grants `role`.
+    pub fn has_role(&self, role: &Role) -> bool {
+        self.roles.contains(role)
+    }
+}
+
+/// The claims Accord reads from a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// The user id.
+    pub sub: String,
+    /// Audience (Accord's configured audience).
+    pub aud: String,
+    /// Expiry (seconds since the epoch).
+    pub exp: u64,
+    /// Not before.
+    pub nbf: u64,
+    /// Issued at.
+    pub iat: u64,
+    /// Token id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// The agency the user acts for.
+    pub agency: String,
+    /// The user's roles.
+    pub roles: Vec<String>,
+}
+
+/// A trusted token issuer.
+pub struct Issuer {
+    /// The `iss` value it uses.
+    pub issuer: String,
+    /// The one algorithm accepted from it (asymmetric only).
+    pub algorithm: Algorithm,
+    /// Its public key.
+    pub key: DecodingKey,
+    /// The agencies it may vouch for; `None` for any (development issuer only).
+    pub agencies: Option<Vec<AgencyId>>,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer").field("issuer", &self.issuer).field("algorithm", &self.algorithm).field("agencies", &self.agencies).finish_non_exhaustive()
+    }
+}
+
+impl Issuer {
+    /// An issuer from a PEM public key: `algorithm` is `EdDSA`, `ES256`, `ES384`, `RS256`,
+    /// `RS384`, `RS512`, `PS256`, `PS384` or `PS512`. HMAC algorithms are refused: a shared secret
+    /// would let Accord itself mint tokens for an agency.
+    pub fn from_pem(issuer: &str, algorithm: &str, pem: &[u8], agencies: Option<Vec<AgencyId>>) -> Result<Self> {
+        let alg: Algorithm = algorithm
+            .parse()
+            .map_err(|_| Error::Config(format!("issuer {issuer:?}: unknown algorithm {algorithm:?}")))?;
+        let key = match alg {
+            Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
+            Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
+            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => {
+                DecodingKey::from_rsa_pem(pem)
+            }
+            _ => return Err(Error::Config(format!("issuer {issuer:?}: algorithm {algorithm} is not allowed, use an asymmetric one"))),
+        }
+        .map_err(|e| Error::Config(format!("issuer {issuer:?}: public key: {e}")))?;
+        if issuer.is_empty() {
+            return Err(Error::Config("issuer name must not be empty".into()));
+        }
+        Ok(Self { issuer: issuer.to_owned(), algorithm: alg, key, agencies })
+    }
+}
+
+/// Validates bearer tokens against the trusted issuers.
+#[derive(Debug)]
+pub struct Authenticator {
+    audience: String,
+    issuers: HashMap<String, Issuer>,
+    leeway_secs: u64,
+}
+
+#[derive(Deserialize)]
+struct IssOnly {
+    iss: Option<String>,
+}
+
+impl Authenticator {
+    /// An authenticator accepting tokens for `audience`, with 30 s of clock leeway.
+    pub fn new(audience: &str) -> Self {
+        Self { audience: audience.to_owned(), issuers: HashMap::new(), leeway_secs: 30 }
+    }
+
+    /// Trusts `issuer`.
+    pub fn trust(&mut self, issuer: Issuer) {
+        self.issuers.insert(issuer.issuer.clone(), issuer);
+    }
+
+    /// Authenticates the value of an `authorization` header.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal> {
+        let header = authorization.ok_or(Error::Missing)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(|| Error::Invalid("authorization must be `Bearer <JWT>`".into()))?
+            .trim();
+        // Read `iss` without trusting it, only to choose the key; the signature is verified below
+        // with that issuer's key and algorithm, and `iss` is checked again.
+        let iss = jsonwebtoken::dangerous::insecure_decode_claims::<IssOnly>(token)
+            .map_err(|e| Error::Invalid(format!("malformed token: {e}")))?
+            .iss
+            .ok_or_else(|| Error::Invalid("token has no iss claim".into()))?;
+        let issuer = self
+            .issuers
+            .get(&iss)
+            .ok_or_else(|| Error::Invalid(format!("issuer {iss:?} is not trusted")))?;
+        let mut v = Validation::new(issuer.algorithm);
+        v.set_issuer(&[&issuer.issuer]);
+        v.set_audience(&[&self.audience]);
+        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        v.leeway = self.leeway_secs;
+        let data = jsonwebtoken::decode::<Claims>(token, &issuer.key, &v)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let c = data.claims;
+        let agency = AgencyId::parse_field("agency claim", c.agency).map_err(|e| Error::Invalid(e.to_string()))?;
+        if let Some(allowed) = &issuer.agencies {
+            if !allowed.contains(&agency) {
+                return Err(Error::Invalid(format!("issuer {iss:?} may not vouch for agency {agency}")));
+            }
+        }
+        let user = UserId::parse_field("sub claim", c.sub).map_err(|e| Error::Invalid(e.to_string()))?;
+        // A malformed role name is not an error: it simply grants nothing.
+        let roles = c.roles.into_iter().filter_map(|r| Role::parse(r).ok()).collect();
+        Ok(Principal { agency, user, roles, token_id: c.jti, issuer: iss })
+    }
+}
+
+/// The development token issuer: an Ed25519 key that mints tokens for any agency. For local use;
+/// a server trusts it only when started with `--dev-issuer-key`.
+pub struct DevIssuer {
+    key: SigningKey,
+    encoding: EncodingKey,
+}
+
+/// The `iss` of development tokens.
+pub const DEV_ISSUER: &str = "accord-dev-issuer";
+
+impl DevIssuer {
+    /// From the Ed25519 secret key.
+    pub fn new(key: SigningKey) -> Result<Self> {
+        let der = key.to_pkcs8_der().map_err(|e| Error::Config(format!("dev issuer key: {e}")))?;
+        Ok(Self { encoding: EncodingKey::from_ed_der(der.as_bytes()), key })
+    }
+
+    /// The issuer to trust for this key.
+    pub fn issuer(&self) -> Issuer {
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.key.verifying_key().as_bytes());
+        Issuer {
+            issuer: DEV_ISSUER.to_owned(),
+            algorithm: Algorithm::EdDSA,
+            key: DecodingKey::from_ed_components(&x).expect("32-byte key encodes"),
+            agencies: None,
+        }
+    }
+
+    /// Mints a token valid from now for `ttl_secs`.
+    pub fn mint(&self, audience: &str, agency: &str, user: &str, roles: &[&str], ttl_secs: u64) -> Result<String> {
+        let now = jsonwebtoken::get_current_timestamp();
+        self.mint_claims(&Claims {
+            iss: DEV_ISSUER.to_owned(),
+            sub: user.to_owned(),
+            aud: audience.to_owned(),
+            exp: now + ttl_secs,
+            nbf: now,
+            iat: now,
+            jti: Some(uuid::Uuid::now_v7().to_string()),
+            agency: agency.to_owned(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        })
+    }
+
+    /// Mints a token with exactly these claims (tests use it for expired or future tokens).
+    pub fn mint_claims(&self, claims: &Claims) -> Result<String> {
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &self.encoding)
+            .map_err(|e| Error::Config(format!("signing token: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (DevIssuer, Authenticator) {
+        let dev = DevIssuer::new(SigningKey::from_bytes(&[7; 32])).unwrap();
+        let mut auth = Authenticator::new("accord");
+        auth.trust(dev.issuer());
+        (dev, auth)
+    }
+
+    fn b64(v: &serde_json::Value) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    }
+
+    fn claims(dev_now: u64) -> Claims {
+        Claims {
+            iss: DEV_ISSUER.into(),
+            sub: "pc-1234".into(),
+            aud: "accord".into(),
+            exp: dev_now + 600,
+            nbf: dev_now,
+            iat: dev_now,
+            jti: None,
+            agency: "met-police".into(),
+            roles: vec!["offender_manager".into(), "Not A Role".into()],
+        }
+    }
+
+    #[test]
+    fn a_good_token_gives_a_principal() {
+        let (dev, auth) = setup();
+        let t = dev.mint("accord", "met-police", "pc-1234", &["offender_manager"], 60).unwrap();
+        let p = auth.authenticate(Some(&format!("Bearer {t}"))).unwrap();
+        assert_eq!(p.agency.as_str(), "met-police");
+        assert_eq!(p.user.as_str(), "pc-1234");
+        assert_eq!(p.roles, vec![Role::parse("offender_manager").unwrap()]);
+        assert!(p.token_id.is_some());
+    }
+
+    #[test]
+    fn bad_tokens_are_refused() {
+        let (dev, auth) = setup();
+        let now = jsonwebtoken::get_current_timestamp();
+        let ok = |c: &Claims| auth.authenticate(Some(&format!("Bearer {}", dev.mint_claims(c).unwrap())));
+        assert!(ok(&claims(now)).is_ok());
+        // Unknown roles are dropped, not errors.
+        assert_eq!(ok(&claims(now)).unwrap().roles.len(), 1);
+
+        let cases: Vec<(&str, Claims)> = vec![
+            ("expired", Claims { exp: now - 120, nbf: now - 600, ..claims(now) }),
+            ("not yet valid", Claims { nbf: now + 600, exp: now + 1200, ..claims(now) }),
+            ("wrong audience", Claims { aud: "other".into(), ..claims(now) }),
+            ("untrusted issuer", Claims { iss: "someone-else".into(), ..claims(now) }),
+            ("bad agency", Claims { agency: "Met Police".into(), ..claims(now) }),
+        ];
+        for (what, c) in cases {
+            assert!(ok(&c).is_err(), "{what} accepted");
+        }
+
+        assert!(matches!(auth.authenticate(None), Err(Error::Missing)));
+        assert!(auth.authenticate(Some("Basic abc")).is_err());
+        assert!(auth.authenticate(Some("Bearer not.a.token")).is_err());
+
+        // Signed by another key claiming the dev issuer.
+        let other = DevIssuer::new(SigningKey::from_bytes(&[8; 32])).unwrap();
+        assert!(auth.authenticate(Some(&format!("Bearer {}", other.mint_claims(&claims(now)).unwrap()))).is_err());
+    }
+
+    #[test]
+    fn alg_none_and_algorithm_confusion_are_refused() {
+        let (dev, auth) = setup();
+        let now = jsonwebtoken::get_current_timestamp();
+        let body = serde_json::to_value(claims(now)).unwrap();
+
+        let none = format!("{}.{}.", b64(&serde_json::json!({"alg": "none", "typ": "JWT"})), b64(&body));
+        assert!(auth.authenticate(Some(&format!("Bearer {none}"))).is_err());
+
+        // HS256 "signed" with the issuer's public key as the HMAC secret.
+        let public = dev.key.verifying_key().to_bytes();
+        let hs = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims(now), &EncodingKey::from_secret(&public)).unwrap();
+        let err = auth.authenticate(Some(&format!("Bearer {hs}"))).unwrap_err();
+        assert!(err.to_string().contains("invalid token"), "{err}");
+
+        assert!(Issuer::from_pem("x", "HS256", b"secret", None).is_err());
+    }
+
+    #[test]
+    fn an_agency_issuer_vouches_only_for_its_agencies() {
+        let dev = DevIssuer::new(SigningKey::from_bytes(&[9; 32])).unwrap();
+        let mut restricted = dev.issuer();
+        restricted.agencies = Some(vec![AgencyId::parse("kent-police").unwrap()]);
+        let mut auth = Authenticator::new("accord");
+        auth.trust(restricted);
+        let t = dev.mint("accord", "met-police", "u", &[], 60).unwrap();
+        let err = auth.authenticate(Some(&format!("Bearer {t}"))).unwrap_err();
+        assert!(err.to_string().contains("may not vouch for agency met-police"), "{err}");
+        let t = dev.mint("accord", "kent-police", "u", &[], 60).unwrap();
+        assert!(auth.authenticate(Some(&format!("Bearer {t}"))).is_ok());
+    }
+}

@@ -1,0 +1,407 @@
+//! Typed event payloads and their domain validation. The service crates decode the wire payload
+//! named by `EventBody.event_type` into one of these; [`Payload::validate`] then checks it against
+//! its envelope. Registry payloads also say how they change the key registry
+//! ([`Payload::registry_effect`]).
+
+use crate::event::{EventBody, bounded_text};
+use crate::ids::{AgencyId, KeyId};
+use crate::{Error, Result, SYSTEM_AGENCY, SYSTEM_ROLE};
+
+/// The kinds of agency (DOMAIN.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum AgencyKind {
+    Police,
+    Probation,
+    Prison,
+    School,
+    ChildrensServices,
+    Health,
+    SupportService,
+    LocalAuthority,
+    Housing,
+    YouthJustice,
+    MappaUnit,
+    System,
+}
+
+impl AgencyKind {
+    /// The kind's name in configuration files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgencyKind::Police => "police",
+            AgencyKind::Probation => "probation",
+            AgencyKind::Prison => "prison",
+            AgencyKind::School => "school",
+            AgencyKind::ChildrensServices => "childrens_services",
+            AgencyKind::Health => "health",
+            AgencyKind::SupportService => "support_service",
+            AgencyKind::LocalAuthority => "local_authority",
+            AgencyKind::Housing => "housing",
+            AgencyKind::YouthJustice => "youth_justice",
+            AgencyKind::MappaUnit => "mappa_unit",
+            AgencyKind::System => "system",
+        }
+    }
+
+    /// Every kind.
+    pub const ALL: [AgencyKind; 12] = [
+        AgencyKind::Police,
+        AgencyKind::Probation,
+        AgencyKind::Prison,
+        AgencyKind::School,
+        AgencyKind::ChildrensServices,
+        AgencyKind::Health,
+        AgencyKind::SupportService,
+        AgencyKind::LocalAuthority,
+        AgencyKind::Housing,
+        AgencyKind::YouthJustice,
+        AgencyKind::MappaUnit,
+        AgencyKind::System,
+    ];
+
+    /// Parses a configuration name.
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            let names: Vec<_> = Self::ALL.iter().map(|k| k.as_str()).collect();
+            Error::invalid("kind", format!("must be one of {}, found {s:?}", names.join(", ")))
+        })
+    }
+}
+
+/// `accord.v1.AgencyRegistered`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgencyRegistered {
+    /// The agency.
+    pub agency_id: AgencyId,
+    /// Name for people.
+    pub name: String,
+    /// Kind.
+    pub kind: AgencyKind,
+}
+
+/// `accord.v1.SigningKeyRegistered`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRegistered {
+    /// The key id.
+    pub key_id: KeyId,
+    /// Owning agency.
+    pub agency_id: AgencyId,
+    /// Ed25519 public key (checked not weak).
+    pub public_key: [u8; 32],
+}
+
+/// `accord.v1.SigningKeyRevoked`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRevoked {
+    /// The key.
+    pub key_id: KeyId,
+    /// Owning agency.
+    pub agency_id: AgencyId,
+    /// Why.
+    pub reason: String,
+}
+
+/// `accord.v1.LogKeyRegistered`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogKeyRegistered {
+    /// C2SP note verifier key.
+    pub verifier_key: String,
+}
+
+/// A calendar date `YYYY-MM-DD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Date {
+    /// Year.
+    pub year: u16,
+    /// Month 1-12.
+    pub month: u8,
+    /// Day 1-31.
+    pub day: u8,
+}
+
+impl Date {
+    /// Parses `YYYY-MM-DD`, checking the day exists.
+    pub fn parse(field: &str, s: &str) -> Result<Self> {
+        let bad = || Error::invalid(field, format!("must be a date YYYY-MM-DD, found {s:?}"));
+        let b = s.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return Err(bad());
+        }
+        let year: u16 = s[0..4].parse().map_err(|_| bad())?;
+        let month: u8 = s[5..7].parse().map_err(|_| bad())?;
+        let day: u8 = s[8..10].parse().map_err(|_| bad())?;
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let days = match month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap => 29,
+            2 => 28,
+            _ => return Err(Error::invalid(field, format!("month must be 01 to 12, found {s:?}"))),
+        };
+        if day == 0 || day > days {
+            return Err(Error::invalid(field, format!("day must be 01 to {days} in that month, found {s:?}")));
+        }
+        Ok(Date { year, month, day })
+    }
+
+    /// Days since 1970-01-01 (proleptic Gregorian).
+    pub fn days_since_epoch(self) -> i64 {
+        // Howard Hinnant's days_from_civil.
+        let y = i64::from(self.year) - i64::from(self.month <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let m = i64::from(self.month);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(self.day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+}
+
+/// `accord.v1.NominalRegistered`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NominalRegistered {
+    /// Nominal id (UUID text).
+    pub nominal_id: String,
+    /// ViSOR reference.
+    pub visor_ref: String,
+    /// PNC reference.
+    pub pnc_ref: String,
+    /// Names; first is current.
+    pub names: Vec<String>,
+    /// Aliases.
+    pub aliases: Vec<String>,
+    /// Date of birth.
+    pub date_of_birth: String,
+    /// MAPPA category 0 (none) to 4.
+    pub mappa_category: u32,
+    /// Lead agency id.
+    pub lead_agency: String,
+    /// Nominal manager user id.
+    pub nominal_manager: String,
+    /// Index offence.
+    pub index_offence: String,
+}
+
+/// `accord.v1.MappaLevelSet`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappaLevelSet {
+    /// Nominal id.
+    pub nominal_id: String,
+    /// Level 1-3.
+    pub level: u32,
+    /// Decider.
+    pub decided_by: String,
+    /// Rationale.
+    pub rationale: String,
+}
+
+/// A decoded payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Payload {
+    AgencyRegistered(AgencyRegistered),
+    SigningKeyRegistered(SigningKeyRegistered),
+    SigningKeyRevoked(SigningKeyRevoked),
+    LogKeyRegistered(LogKeyRegistered),
+    NominalRegistered(NominalRegistered),
+    MappaLevelSet(MappaLevelSet),
+}
+
+/// How recording an event changes the key registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryEffect {
+    /// Nothing.
+    None,
+    /// A new key may sign for `agency` from this event on.
+    RegisterKey {
+        /// Key id.
+        key_id: KeyId,
+        /// Owning agency.
+        agency: AgencyId,
+        /// Ed25519 public key.
+        public_key: [u8; 32],
+    },
+    /// The key may sign nothing recorded after this event.
+    RevokeKey {
+        /// Key id.
+        key_id: KeyId,
+        /// Owning agency.
+        agency: AgencyId,
+    },
+}
+
+/// Registry event type names.
+pub mod types {
+    /// `AgencyRegistered`.
+    pub const AGENCY_REGISTERED: &str = "accord.v1.AgencyRegistered";
+    /// `SigningKeyRegistered`.
+    pub const SIGNING_KEY_REGISTERED: &str = "accord.v1.SigningKeyRegistered";
+    /// `SigningKeyRevoked`.
+    pub const SIGNING_KEY_REVOKED: &str = "accord.v1.SigningKeyRevoked";
+    /// `LogKeyRegistered`.
+    pub const LOG_KEY_REGISTERED: &str = "accord.v1.LogKeyRegistered";
+    /// `NominalRegistered`.
+    pub const NOMINAL_REGISTERED: &str = "accord.v1.NominalRegistered";
+    /// `MappaLevelSet`.
+    pub const MAPPA_LEVEL_SET: &str = "accord.v1.MappaLevelSet";
+}
+
+/// The stream registry events about `agency` belong to.
+pub fn agency_stream(agency: &AgencyId) -> String {
+    format!("agency-{agency}")
+}
+
+/// The stream of the server's log-key records.
+pub const LOG_STREAM: &str = "accord-log";
+
+fn expect_stream(body: &EventBody, want: &str) -> Result<()> {
+    if body.stream.as_str() != want {
+        return Err(Error::invalid("stream", format!("must be {want:?} for {}, found {:?}", body.event_type, body.stream.as_str())));
+    }
+    Ok(())
+}
+
+fn expect_system(body: &EventBody) -> Result<()> {
+    if body.author.agency.as_str() != SYSTEM_AGENCY || body.author.role.as_str() != SYSTEM_ROLE {
+        return Err(Error::invalid(
+            "author",
+            format!("{} is written only by the server itself, found agency {:?}", body.event_type, body.author.agency.as_str()),
+        ));
+    }
+    Ok(())
+}
+
+fn nominal_uuid(field: &str, id: &str) -> Result<()> {
+    uuid::Uuid::try_parse(id)
+        .map(drop)
+        .map_err(|_| Error::invalid(field, format!("must be a UUID, found {id:?}")))
+}
+
+fn expect_subject(body: &EventBody, kind: &str, id: &str) -> Result<()> {
+    if !body.subjects.iter().any(|s| s.kind == kind && s.id == id) {
+        return Err(Error::invalid("subjects", format!("must include the {kind} {id:?}")));
+    }
+    Ok(())
+}
+
+impl Payload {
+    /// The event type this payload is recorded as.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Payload::AgencyRegistered(_) => types::AGENCY_REGISTERED,
+            Payload::SigningKeyRegistered(_) => types::SIGNING_KEY_REGISTERED,
+            Payload::SigningKeyRevoked(_) => types::SIGNING_KEY_REVOKED,
+            Payload::LogKeyRegistered(_) => types::LOG_KEY_REGISTERED,
+            Payload::NominalRegistered(_) => types::NOMINAL_REGISTERED,
+            Payload::MappaLevelSet(_) => types::MAPPA_LEVEL_SET,
+        }
+    }
+
+    /// Checks the payload against its envelope. Field names in errors start at `payload.`.
+    pub fn validate(&self, body: &EventBody) -> Result<()> {
+        if body.schema_version != 1 {
+            return Err(Error::invalid(
+                "schema_version",
+                format!("{} has schema version 1 only, found {}", body.event_type, body.schema_version),
+            ));
+        }
+        match self {
+            Payload::AgencyRegistered(p) => {
+                expect_system(body)?;
+                expect_stream(body, &agency_stream(&p.agency_id))?;
+                bounded_text("payload.name", &p.name, 200)
+            }
+            Payload::SigningKeyRegistered(p) => {
+                expect_system(body)?;
+                expect_stream(body, &agency_stream(&p.agency_id))
+            }
+            Payload::SigningKeyRevoked(p) => {
+                let by_system = body.author.agency.as_str() == SYSTEM_AGENCY;
+                if !by_system && body.author.agency != p.agency_id {
+                    return Err(Error::invalid(
+                        "payload.agency_id",
+                        format!("an agency may revoke only its own keys: author is {}, key belongs to {}", body.author.agency, p.agency_id),
+                    ));
+                }
+                expect_stream(body, &agency_stream(&p.agency_id))?;
+                bounded_text("payload.reason", &p.reason, 1000)
+            }
+            Payload::LogKeyRegistered(p) => {
+                expect_system(body)?;
+                expect_stream(body, LOG_STREAM)?;
+                bounded_text("payload.verifier_key", &p.verifier_key, 400)
+            }
+            Payload::NominalRegistered(p) => {
+                nominal_uuid("payload.nominal_id", &p.nominal_id)?;
+                expect_stream(body, &format!("nominal-{}", p.nominal_id))?;
+                expect_subject(body, "nominal", &p.nominal_id)?;
+                if p.names.is_empty() {
+                    return Err(Error::invalid("payload.names", "must hold at least one name"));
+                }
+                for (i, n) in p.names.iter().chain(&p.aliases).enumerate() {
+                    bounded_text(&format!("payload.names[{i}]"), n, 200)?;
+                }
+                let dob = Date::parse("payload.date_of_birth", &p.date_of_birth)?;
+                let occurred_day = body.occurred_at.micros().div_euclid(86_400_000_000);
+                if dob.days_since_epoch() > occurred_day {
+                    return Err(Error::invalid("payload.date_of_birth", format!("must not be after the event, found {}", p.date_of_birth)));
+                }
+                if p.mappa_category > 4 {
+                    return Err(Error::invalid("payload.mappa_category", format!("must be 0 (none) or 1 to 4, found {}", p.mappa_category)));
+                }
+                AgencyId::parse_field("payload.lead_agency", p.lead_agency.clone())?;
+                bounded_text("payload.nominal_manager", &p.nominal_manager, 128)?;
+                bounded_text("payload.index_offence", &p.index_offence, 1000)
+            }
+            Payload::MappaLevelSet(p) => {
+                nominal_uuid("payload.nominal_id", &p.nominal_id)?;
+                expect_stream(body, &format!("nominal-{}", p.nominal_id))?;
+                expect_subject(body, "nominal", &p.nominal_id)?;
+                if !(1..=3).contains(&p.level) {
+                    return Err(Error::invalid("payload.level", format!("MAPPA level must be 1 to 3, found {}", p.level)));
+                }
+                bounded_text("payload.decided_by", &p.decided_by, 128)?;
+                bounded_text("payload.rationale", &p.rationale, 4000)
+            }
+        }
+    }
+
+    /// How recording this payload changes the key registry.
+    pub fn registry_effect(&self) -> RegistryEffect {
+        match self {
+            Payload::SigningKeyRegistered(p) => RegistryEffect::RegisterKey {
+                key_id: p.key_id.clone(),
+                agency: p.agency_id.clone(),
+                public_key: p.public_key,
+            },
+            Payload::SigningKeyRevoked(p) => {
+                RegistryEffect::RevokeKey { key_id: p.key_id.clone(), agency: p.agency_id.clone() }
+            }
+            _ => RegistryEffect::None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_checked_for_existence() {
+        assert!(Date::parse("d", "2024-02-29").is_ok());
+        assert!(Date::parse("d", "2023-02-29").is_err());
+        assert!(Date::parse("d", "2023-13-01").is_err());
+        assert!(Date::parse("d", "2023-1-01").is_err());
+        assert_eq!(Date::parse("d", "1970-01-02").unwrap().days_since_epoch(), 1);
+        assert_eq!(Date::parse("d", "2000-03-01").unwrap().days_since_epoch(), 11_017);
+    }
+
+    #[test]
+    fn agency_kinds_round_trip() {
+        for k in AgencyKind::ALL {
+            assert_eq!(AgencyKind::parse(k.as_str()).unwrap(), k);
+        }
+        assert!(AgencyKind::parse("bank").is_err());
+    }
+}
