@@ -1,1 +1,516 @@
-//! placeholder
+//! The append-only, tamper-evident event log (DESIGN.md §3) on SQLite (the embedded default) or
+//! PostgreSQL, through sqlx.
+//!
+//! Appends go through one **sequencer** task per process that batches concurrent requests (group
+//! commit): one transaction per batch takes the write lock (`BEGIN IMMEDIATE` in SQLite, a
+//! transaction-scoped advisory lock in PostgreSQL, so several server processes stay correct),
+//! reads the head, checks every rule only the store can check (idempotency, expected versions,
+//! key revocation at recording time), assigns gap-free positions, writes events, Merkle hashes and
+//! a signed checkpoint, commits, and only then acknowledges. A rejected request writes nothing and
+//! does not disturb the other requests of its batch.
+//!
+//! The store exposes no update or delete, and the databases refuse them by trigger. It does not
+//! decode event bodies, check signatures or apply policy: the Ledger service does that before it
+//! calls [`Store::append`]. Nothing outside this crate issues SQL.
+
+mod backend;
+mod error;
+mod sequencer;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use accord_domain::checkpoint::LogSigner;
+use accord_domain::merkle::{self, Hash};
+use accord_domain::payload::RegistryEffect;
+use accord_domain::{AgencyId, EventId, EventType, ExpectedVersion, KeyId, StreamId, Timestamp};
+use ed25519_dalek::VerifyingKey;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use error::{Error, Result};
+
+/// Migrations of the SQLite backend.
+pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// Migrations of the PostgreSQL backend.
+pub static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The most events one append request may carry.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+/// The most events the sequencer commits in one transaction (several requests).
+const MAX_GROUP_EVENTS: usize = 4000;
+
+/// An event ready to be recorded: decoded, validated, signature verified, policy allowed.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Idempotency key.
+    pub event_id: EventId,
+    /// Aggregate.
+    pub stream: StreamId,
+    /// Concurrency condition.
+    pub expected: ExpectedVersion,
+    /// Payload type.
+    pub event_type: EventType,
+    /// The author's agency (checked against the key's agency again at recording time).
+    pub author_agency: AgencyId,
+    /// The signing key.
+    pub key_id: KeyId,
+    /// The signed body, verbatim.
+    pub body: Vec<u8>,
+    /// The signature.
+    pub signature: Vec<u8>,
+    /// What recording this event does to the key registry.
+    pub effect: RegistryEffect,
+}
+
+/// Proof of recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Receipt {
+    /// The event id.
+    pub event_id: EventId,
+    /// Global position (= leaf index).
+    pub position: u64,
+    /// Version within its stream.
+    pub stream_version: u64,
+    /// When recorded.
+    pub recorded_at: Timestamp,
+    /// Merkle leaf hash.
+    pub leaf_hash: Hash,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    /// Global position.
+    pub position: u64,
+    /// Event id.
+    pub event_id: EventId,
+    /// Stream.
+    pub stream: String,
+    /// Version within the stream.
+    pub stream_version: u64,
+    /// Payload type.
+    pub event_type: String,
+    /// Author agency.
+    pub author_agency: String,
+    /// Signing key id.
+    pub key_id: String,
+    /// Recording time.
+    pub recorded_at: Timestamp,
+    /// Signed body bytes.
+    pub body: Vec<u8>,
+    /// Signature.
+    pub signature: Vec<u8>,
+    /// Stored leaf hash.
+    pub leaf_hash: Hash,
+}
+
+impl RecordedEvent {
+    /// The leaf this event's stored fields commit to (recomputed, not read).
+    pub fn leaf(&self) -> merkle::Leaf<'_> {
+        merkle::Leaf {
+            position: self.position,
+            recorded_at: self.recorded_at,
+            stream: &self.stream,
+            stream_version: self.stream_version,
+            key_id: &self.key_id,
+            signature: &self.signature,
+            body_sha256: merkle::sha256(&self.body),
+        }
+    }
+
+    /// The receipt of this event.
+    pub fn receipt(&self) -> Receipt {
+        Receipt {
+            event_id: self.event_id,
+            position: self.position,
+            stream_version: self.stream_version,
+            recorded_at: self.recorded_at,
+            leaf_hash: self.leaf_hash,
+        }
+    }
+}
+
+/// A checkpoint the server signed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedCheckpoint {
+    /// Tree size.
+    pub tree_size: u64,
+    /// Tree head.
+    pub root: Hash,
+    /// The C2SP signed note.
+    pub note: String,
+    /// When signed.
+    pub signed_at: Timestamp,
+}
+
+/// A registered signing key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    /// Key id.
+    pub key_id: String,
+    /// Owning agency.
+    pub agency: String,
+    /// Public key.
+    pub public_key: VerifyingKey,
+    /// Position of the registering event.
+    pub registered_at: u64,
+    /// Position of the revoking event, if revoked.
+    pub revoked_at: Option<u64>,
+}
+
+/// What a read may return.
+#[derive(Debug, Clone)]
+pub enum Visibility {
+    /// Everything (server-side tools: verify, projections).
+    All,
+    /// Events authored by this agency, and the registry's own records.
+    AuthoredBy(AgencyId),
+}
+
+/// A page of events.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The events.
+    pub events: Vec<RecordedEvent>,
+    /// The log size the read saw.
+    pub log_size: u64,
+    /// Where to continue (position for `read_all`, stream version for `read_stream`).
+    pub next: u64,
+}
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// How often a subscriber re-checks the database for events written by other processes.
+    pub poll_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { max_connections: 8, poll_interval: Duration::from_millis(250) }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Db {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// Runs `$body` with `$q` bound to the backend module matching `$db`, and `$pool` to its pool.
+macro_rules! dispatch {
+    ($db:expr, |$q:ident, $pool:ident| $body:expr) => {
+        match $db {
+            $crate::Db::Sqlite($pool) => {
+                use $crate::backend::sqlite as $q;
+                $body
+            }
+            $crate::Db::Postgres($pool) => {
+                use $crate::backend::postgres as $q;
+                $body
+            }
+        }
+    };
+}
+
+struct Inner {
+    db: Db,
+    sequencer: Mutex<Option<mpsc::Sender<sequencer::Request>>>,
+    sequencer_done: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    head: watch::Receiver<u64>,
+    keys: std::sync::RwLock<HashMap<String, KeyRecord>>,
+    options: Options,
+}
+
+/// The event log. Cheap to clone; all clones share one sequencer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+/// Which backend a database URL names.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+impl Store {
+    /// Opens the log at `url` (`postgres://…`, `sqlite://…`, or a file path for SQLite), runs the
+    /// migrations, and, given a log signer, starts the sequencer so the store accepts appends.
+    pub async fn open(url: &str, signer: Option<LogSigner>, options: Options) -> Result<Store> {
+        let db = if is_postgres(url) {
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .map_err(error::db("connecting to PostgreSQL"))?;
+            POSTGRES_MIGRATOR.run(&pool).await.map_err(|e| Error::Database {
+                context: "migrating PostgreSQL",
+                source: Arc::new(e),
+            })?;
+            Db::Postgres(pool)
+        } else {
+            let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+            let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+                .map_err(error::db("parsing the SQLite URL"))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: in WAL mode every commit is fsynced, so an acknowledged append survives
+                // power loss (NORMAL would only survive an application crash).
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(options.max_connections)
+                .connect_with(opts)
+                .await
+                .map_err(error::db("opening SQLite"))?;
+            SQLITE_MIGRATOR.run(&pool).await.map_err(|e| Error::Database {
+                context: "migrating SQLite",
+                source: Arc::new(e),
+            })?;
+            Db::Sqlite(pool)
+        };
+        let size = dispatch!(&db, |q, pool| q::head(pool).await)?.size;
+        let (head_tx, head_rx) = watch::channel(size);
+        let (tx, handle) = match signer {
+            Some(signer) => {
+                let (tx, rx) = mpsc::channel(1024);
+                let handle = tokio::spawn(sequencer::run(db.clone(), signer, rx, head_tx));
+                (Some(tx), Some(handle))
+            }
+            None => (None, None),
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                sequencer: Mutex::new(tx),
+                sequencer_done: tokio::sync::Mutex::new(handle),
+                head: head_rx,
+                keys: Default::default(),
+                options,
+            }),
+        })
+    }
+
+    /// Appends one request's events atomically; returns a receipt per event, in order. A request
+    /// whose events are all already recorded with identical bytes returns the original receipts.
+    pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Receipt>> {
+        if events.is_empty() {
+            return Err(Error::Invalid("a batch needs at least one event".into()));
+        }
+        if events.len() > MAX_BATCH_EVENTS {
+            return Err(Error::Invalid(format!("a batch may hold at most {MAX_BATCH_EVENTS} events, found {}", events.len())));
+        }
+        let sender = self
+            .inner
+            .sequencer
+            .lock()
+            .expect("sequencer lock")
+            .clone()
+            .ok_or_else(|| Error::Unavailable("the log is not accepting appends (read-only or shutting down)".into()))?;
+        let (reply, rx) = oneshot::channel();
+        sender
+            .send(sequencer::Request { events, reply })
+            .await
+            .map_err(|_| Error::Unavailable("the log is shutting down".into()))?;
+        rx.await.map_err(|_| Error::Unavailable("the log stopped before answering".into()))?
+    }
+
+    /// Stops accepting appends, lets the sequencer finish what it has queued, and waits for it.
+    pub async fn shutdown(&self) {
+        self.inner.sequencer.lock().expect("sequencer lock").take();
+        if let Some(h) = self.inner.sequencer_done.lock().await.take() {
+            let _ = h.await;
+        }
+    }
+
+    /// The log size (next position) as last committed by this process's sequencer or seen at open.
+    /// Other processes' appends show up through [`Store::log_size`].
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.inner.head.clone()
+    }
+
+    /// How often subscribers should poll for other processes' appends.
+    pub fn poll_interval(&self) -> Duration {
+        self.inner.options.poll_interval
+    }
+
+    /// Whether this store is on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.inner.db, Db::Postgres(_))
+    }
+
+    /// The committed log size, read from the database.
+    pub async fn log_size(&self) -> Result<u64> {
+        Ok(dispatch!(&self.inner.db, |q, pool| q::head(pool).await)?.size)
+    }
+
+    /// Events from `from` in position order, at most `limit`, those `visibility` allows.
+    pub async fn read_all(&self, from: u64, limit: u32, visibility: &Visibility) -> Result<Page> {
+        dispatch!(&self.inner.db, |q, pool| q::read_all(pool, from, limit, visibility).await)
+    }
+
+    /// Events of `stream` from `from_version` in version order, at most `limit`.
+    pub async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: u32, visibility: &Visibility) -> Result<Page> {
+        dispatch!(&self.inner.db, |q, pool| q::read_stream(pool, stream.as_str(), from_version, limit, visibility).await)
+    }
+
+    /// Stored Merkle hashes with indexes in `[from, to)`, in index order (for verification).
+    pub async fn hash_range(&self, from: u64, to: u64) -> Result<Vec<(u64, Hash)>> {
+        dispatch!(&self.inner.db, |q, pool| q::hash_range(pool, from, to).await)
+    }
+
+    async fn hashes(&self, indexes: &[u64]) -> Result<HashMap<u64, Hash>> {
+        let found = dispatch!(&self.inner.db, |q, pool| q::hashes(&mut *pool.acquire().await.map_err(error::db("acquiring a connection"))?, indexes).await)?;
+        if let Some(missing) = indexes.iter().find(|i| !found.contains_key(i)) {
+            return Err(Error::Corrupt(format!("merkle hash {missing} is missing")));
+        }
+        Ok(found)
+    }
+
+    /// The tree head of size `size` (which must not exceed the log size).
+    pub async fn root(&self, size: u64) -> Result<Hash> {
+        self.check_size(size).await?;
+        let h = self.hashes(&merkle::tree_hash_indexes(size)).await?;
+        Ok(merkle::tree_hash(size, &h)?)
+    }
+
+    async fn check_size(&self, size: u64) -> Result<u64> {
+        let current = self.log_size().await?;
+        if size > current {
+            return Err(Error::NotFound(format!("tree size {size} is beyond the log size {current}")));
+        }
+        Ok(current)
+    }
+
+    /// The inclusion proof of `position` in the tree of `tree_size`, with that tree's root.
+    pub async fn inclusion_proof(&self, position: u64, tree_size: u64) -> Result<(Vec<Hash>, Hash)> {
+        self.check_size(tree_size).await?;
+        let idx = merkle::inclusion_indexes(tree_size, position)?;
+        let mut need = idx.clone();
+        need.extend(merkle::tree_hash_indexes(tree_size));
+        let h = self.hashes(&need).await?;
+        Ok((merkle::inclusion_proof(tree_size, position, &h)?, merkle::tree_hash(tree_size, &h)?))
+    }
+
+    /// The consistency proof from `from_size` to `to_size`, with both roots.
+    pub async fn consistency_proof(&self, from_size: u64, to_size: u64) -> Result<(Vec<Hash>, Hash, Hash)> {
+        self.check_size(to_size).await?;
+        let mut need = merkle::consistency_indexes(to_size, from_size)?;
+        need.extend(merkle::tree_hash_indexes(to_size));
+        need.extend(merkle::tree_hash_indexes(from_size));
+        let h = self.hashes(&need).await?;
+        Ok((
+            merkle::consistency_proof(to_size, from_size, &h)?,
+            merkle::tree_hash(from_size, &h)?,
+            merkle::tree_hash(to_size, &h)?,
+        ))
+    }
+
+    /// The event at `position`, whoever wrote it (callers authorise).
+    pub async fn event_at(&self, position: u64) -> Result<RecordedEvent> {
+        self.read_all(position, 1, &Visibility::All)
+            .await?
+            .events
+            .into_iter()
+            .find(|e| e.position == position)
+            .ok_or_else(|| Error::NotFound(format!("no event at position {position}")))
+    }
+
+    /// The latest signed checkpoint, if any event was ever recorded.
+    pub async fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>> {
+        dispatch!(&self.inner.db, |q, pool| q::latest_checkpoint(pool).await)
+    }
+
+    /// Signed checkpoints with tree size ≥ `from_size`, ascending, at most `limit`.
+    pub async fn checkpoints(&self, from_size: u64, limit: u32) -> Result<Vec<SignedCheckpoint>> {
+        dispatch!(&self.inner.db, |q, pool| q::checkpoints(pool, from_size, limit).await)
+    }
+
+    /// A registered key. Cached: a registration never changes, but the cached revocation state
+    /// may lag; the sequencer checks revocation authoritatively when it records an event.
+    pub async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>> {
+        if let Some(k) = self.inner.keys.read().expect("key cache").get(key_id) {
+            return Ok(Some(k.clone()));
+        }
+        let found = dispatch!(&self.inner.db, |q, pool| q::key(pool, key_id).await)?;
+        if let Some(k) = &found {
+            self.inner.keys.write().expect("key cache").insert(k.key_id.clone(), k.clone());
+        }
+        Ok(found)
+    }
+
+    /// Every registered key.
+    pub async fn keys(&self) -> Result<Vec<KeyRecord>> {
+        dispatch!(&self.inner.db, |q, pool| q::keys(pool).await)
+    }
+
+    /// Runs raw SQL against the database. For tests that play an operator with database rights
+    /// (tampering, disabling triggers); never used by the server.
+    #[doc(hidden)]
+    pub async fn execute_raw_for_tests(&self, sql: &str) -> Result<u64> {
+        let done = match &self.inner.db {
+            Db::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(|r| r.rows_affected()),
+            Db::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(|r| r.rows_affected()),
+        };
+        done.map_err(error::db("running raw SQL"))
+    }
+}
+
+#[doc(hidden)]
+pub mod testing {
+    //! Test support: a fresh PostgreSQL database per test. Used by this crate's and the
+    //! end-to-end tests; not part of the API.
+
+    use sqlx::Connection;
+
+    /// A URL of a new, empty PostgreSQL database created from `DATABASE_URL`, or `None` when
+    /// `DATABASE_URL` is unset outside CI. In CI (`CI` set) a missing or unreachable PostgreSQL
+    /// is a failure, never a silent skip.
+    pub async fn fresh_postgres_url() -> Option<String> {
+        let base = match std::env::var("DATABASE_URL") {
+            Ok(u) if super::is_postgres(&u) => u,
+            _ => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI is set but DATABASE_URL does not name a PostgreSQL database: the PostgreSQL suite must run in CI"
+                );
+                return None;
+            }
+        };
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
+        let name = format!("accord_test_{}", uuid_like());
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
+        let (path, query) = match base.split_once('?') {
+            Some((p, q)) => (p, format!("?{q}")),
+            None => (base.as_str(), String::new()),
+        };
+        let (prefix, _) = path.rsplit_once('/').expect("DATABASE_URL has a database path");
+        Some(format!("{prefix}/{name}{query}"))
+    }
+
+    fn uuid_like() -> String {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        format!("{}_{}_{}", std::process::id(), t, N.fetch_add(1, Ordering::Relaxed))
+    }
+}

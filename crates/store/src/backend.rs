@@ -1,0 +1,372 @@
+//! The SQL of both backends. The query code is written once and instantiated for SQLite and for
+//! PostgreSQL by `backend!`: the statements are identical (SQLite accepts `$N` parameters), and
+//! only how a write transaction takes the log's lock differs. All `sqlx::Error`s become
+//! `store::Error` through `error::db`.
+
+use accord_domain::merkle::Hash;
+
+use crate::{Error, KeyRecord, RecordedEvent, Result};
+
+/// The committed head of the log.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head {
+    pub(crate) size: u64,
+    pub(crate) last_recorded_at: i64,
+}
+
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).expect("positions and sizes stay below 2^63")
+}
+
+pub(crate) fn to_u64(v: i64, what: &str) -> Result<u64> {
+    u64::try_from(v).map_err(|_| Error::Corrupt(format!("negative {what}: {v}")))
+}
+
+pub(crate) fn to_hash(v: Vec<u8>, what: &str) -> Result<Hash> {
+    let a: [u8; 32] = v.try_into().map_err(|v: Vec<u8>| Error::Corrupt(format!("{what} has {} bytes, not 32", v.len())))?;
+    Ok(Hash(a))
+}
+
+const EVENT_COLUMNS: &str = "position, event_id, stream, stream_version, event_type, author_agency, key_id, recorded_at, body, signature, leaf_hash";
+/// Rows per multi-row INSERT, within both databases' bind-parameter limits.
+const INSERT_CHUNK: usize = 500;
+/// Values per IN (...) list.
+const IN_CHUNK: usize = 500;
+/// The PostgreSQL advisory lock key that serialises appends across server processes.
+pub(crate) const POSTGRES_LOG_LOCK: i64 = 0x6163_636f_7264_0001; // "accord" + 1
+
+macro_rules! backend {
+    ($name:ident, $DB:ty) => {
+        pub(crate) mod $name {
+            use std::collections::HashMap;
+
+            use accord_domain::merkle::Hash;
+            use accord_domain::{EventId, Timestamp};
+            use sqlx::{Executor, QueryBuilder, Row};
+
+            use super::*;
+            use crate::error::db;
+            use crate::{Page, SignedCheckpoint, Visibility};
+
+            type DB = $DB;
+            pub(crate) type Conn = <DB as sqlx::Database>::Connection;
+            type DbRow = <DB as sqlx::Database>::Row;
+
+            fn event(row: &DbRow) -> Result<RecordedEvent> {
+                let get_i = |c: &str| row.try_get::<i64, _>(c).map_err(db("decoding an event row"));
+                let get_s = |c: &str| row.try_get::<String, _>(c).map_err(db("decoding an event row"));
+                let get_b = |c: &str| row.try_get::<Vec<u8>, _>(c).map_err(db("decoding an event row"));
+                let id: [u8; 16] = get_b("event_id")?
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("an event_id is not 16 bytes".into()))?;
+                Ok(RecordedEvent {
+                    position: to_u64(get_i("position")?, "position")?,
+                    event_id: EventId::from_bytes(id),
+                    stream: get_s("stream")?,
+                    stream_version: to_u64(get_i("stream_version")?, "stream_version")?,
+                    event_type: get_s("event_type")?,
+                    author_agency: get_s("author_agency")?,
+                    key_id: get_s("key_id")?,
+                    recorded_at: Timestamp(get_i("recorded_at")?),
+                    body: get_b("body")?,
+                    signature: get_b("signature")?,
+                    leaf_hash: to_hash(get_b("leaf_hash")?, "leaf_hash")?,
+                })
+            }
+
+            fn key_record(row: &DbRow) -> Result<KeyRecord> {
+                let d = db("decoding a key row");
+                let pk: Vec<u8> = row.try_get("public_key").map_err(db("decoding a key row"))?;
+                let pk: [u8; 32] = pk.try_into().map_err(|_| Error::Corrupt("a public key is not 32 bytes".into()))?;
+                Ok(KeyRecord {
+                    key_id: row.try_get("key_id").map_err(db("decoding a key row"))?,
+                    agency: row.try_get("agency").map_err(db("decoding a key row"))?,
+                    public_key: ed25519_dalek::VerifyingKey::from_bytes(&pk)
+                        .map_err(|_| Error::Corrupt("a stored public key is not a valid point".into()))?,
+                    registered_at: to_u64(row.try_get("registered_at").map_err(d)?, "registered_at")?,
+                    revoked_at: row
+                        .try_get::<Option<i64>, _>("revoked_at")
+                        .map_err(db("decoding a key row"))?
+                        .map(|v| to_u64(v, "revoked_at"))
+                        .transpose()?,
+                })
+            }
+
+            fn checkpoint(row: &DbRow) -> Result<SignedCheckpoint> {
+                Ok(SignedCheckpoint {
+                    tree_size: to_u64(row.try_get("tree_size").map_err(db("decoding a checkpoint"))?, "tree_size")?,
+                    root: to_hash(row.try_get("root").map_err(db("decoding a checkpoint"))?, "root")?,
+                    note: row.try_get("note").map_err(db("decoding a checkpoint"))?,
+                    signed_at: Timestamp(row.try_get("signed_at").map_err(db("decoding a checkpoint"))?),
+                })
+            }
+
+            pub(crate) async fn head<'c, E: Executor<'c, Database = DB>>(e: E) -> Result<Head> {
+                let row = sqlx::query("SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1")
+                    .fetch_optional(e)
+                    .await
+                    .map_err(db("reading the log head"))?;
+                Ok(match row {
+                    None => Head { size: 0, last_recorded_at: i64::MIN },
+                    Some(r) => Head {
+                        size: to_u64(r.try_get::<i64, _>(0).map_err(db("reading the log head"))?, "position")? + 1,
+                        last_recorded_at: r.try_get::<i64, _>(1).map_err(db("reading the log head"))?,
+                    },
+                })
+            }
+
+            fn push_visibility(qb: &mut QueryBuilder<'_, DB>, visibility: &Visibility) {
+                if let Visibility::AuthoredBy(agency) = visibility {
+                    qb.push(" AND (author_agency = ");
+                    qb.push_bind(agency.as_str().to_owned());
+                    qb.push(" OR author_agency = ");
+                    qb.push_bind(accord_domain::SYSTEM_AGENCY);
+                    qb.push(")");
+                }
+            }
+
+            pub(crate) async fn read_all(pool: &sqlx::Pool<DB>, from: u64, limit: u32, visibility: &Visibility) -> Result<Page> {
+                let log_size = head(pool).await?.size;
+                let mut qb = QueryBuilder::<DB>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE position >= "));
+                qb.push_bind(to_i64(from));
+                qb.push(" AND position < ");
+                qb.push_bind(to_i64(log_size));
+                push_visibility(&mut qb, visibility);
+                qb.push(" ORDER BY position LIMIT ");
+                qb.push_bind(i64::from(limit));
+                let rows = qb.build().fetch_all(pool).await.map_err(db("reading the log"))?;
+                let events = rows.iter().map(event).collect::<Result<Vec<_>>>()?;
+                let next = match events.last() {
+                    Some(last) if events.len() == limit as usize => last.position + 1,
+                    _ => log_size.max(from),
+                };
+                Ok(Page { events, log_size, next })
+            }
+
+            pub(crate) async fn read_stream(pool: &sqlx::Pool<DB>, stream: &str, from_version: u64, limit: u32, visibility: &Visibility) -> Result<Page> {
+                let log_size = head(pool).await?.size;
+                let mut qb = QueryBuilder::<DB>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE stream = "));
+                qb.push_bind(stream.to_owned());
+                qb.push(" AND stream_version >= ");
+                qb.push_bind(to_i64(from_version));
+                qb.push(" AND position < ");
+                qb.push_bind(to_i64(log_size));
+                push_visibility(&mut qb, visibility);
+                qb.push(" ORDER BY stream_version LIMIT ");
+                qb.push_bind(i64::from(limit));
+                let rows = qb.build().fetch_all(pool).await.map_err(db("reading a stream"))?;
+                let events = rows.iter().map(event).collect::<Result<Vec<_>>>()?;
+                let next = events.last().map(|e| e.stream_version + 1).unwrap_or(from_version);
+                Ok(Page { events, log_size, next })
+            }
+
+            pub(crate) async fn hashes(conn: &mut Conn, indexes: &[u64]) -> Result<HashMap<u64, Hash>> {
+                let mut out = HashMap::with_capacity(indexes.len());
+                for chunk in indexes.chunks(IN_CHUNK) {
+                    let mut qb = QueryBuilder::<DB>::new("SELECT idx, hash FROM merkle_hashes WHERE idx IN (");
+                    let mut sep = qb.separated(", ");
+                    for i in chunk {
+                        sep.push_bind(to_i64(*i));
+                    }
+                    qb.push(")");
+                    for r in qb.build().fetch_all(&mut *conn).await.map_err(db("reading merkle hashes"))? {
+                        let idx = to_u64(r.try_get::<i64, _>(0).map_err(db("reading merkle hashes"))?, "idx")?;
+                        out.insert(idx, to_hash(r.try_get(1).map_err(db("reading merkle hashes"))?, "merkle hash")?);
+                    }
+                }
+                Ok(out)
+            }
+
+            pub(crate) async fn hash_range(pool: &sqlx::Pool<DB>, from: u64, to: u64) -> Result<Vec<(u64, Hash)>> {
+                let rows = sqlx::query("SELECT idx, hash FROM merkle_hashes WHERE idx >= $1 AND idx < $2 ORDER BY idx")
+                    .bind(to_i64(from))
+                    .bind(to_i64(to))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db("reading merkle hashes"))?;
+                rows.iter()
+                    .map(|r| {
+                        Ok((
+                            to_u64(r.try_get::<i64, _>(0).map_err(db("reading merkle hashes"))?, "idx")?,
+                            to_hash(r.try_get(1).map_err(db("reading merkle hashes"))?, "merkle hash")?,
+                        ))
+                    })
+                    .collect()
+            }
+
+            pub(crate) async fn latest_checkpoint(pool: &sqlx::Pool<DB>) -> Result<Option<SignedCheckpoint>> {
+                sqlx::query("SELECT tree_size, root, note, signed_at FROM checkpoints ORDER BY tree_size DESC LIMIT 1")
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db("reading the latest checkpoint"))?
+                    .as_ref()
+                    .map(checkpoint)
+                    .transpose()
+            }
+
+            pub(crate) async fn checkpoints(pool: &sqlx::Pool<DB>, from_size: u64, limit: u32) -> Result<Vec<SignedCheckpoint>> {
+                sqlx::query("SELECT tree_size, root, note, signed_at FROM checkpoints WHERE tree_size >= $1 ORDER BY tree_size LIMIT $2")
+                    .bind(to_i64(from_size))
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db("reading checkpoints"))?
+                    .iter()
+                    .map(checkpoint)
+                    .collect()
+            }
+
+            const KEY_SELECT: &str = "SELECT k.key_id, k.agency, k.public_key, k.registered_at, r.revoked_at \
+                 FROM signing_keys k LEFT JOIN key_revocations r ON r.key_id = k.key_id";
+
+            pub(crate) async fn key(pool: &sqlx::Pool<DB>, key_id: &str) -> Result<Option<KeyRecord>> {
+                sqlx::query(&format!("{KEY_SELECT} WHERE k.key_id = $1"))
+                    .bind(key_id)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db("reading a signing key"))?
+                    .as_ref()
+                    .map(key_record)
+                    .transpose()
+            }
+
+            pub(crate) async fn keys(pool: &sqlx::Pool<DB>) -> Result<Vec<KeyRecord>> {
+                sqlx::query(&format!("{KEY_SELECT} ORDER BY k.registered_at"))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db("reading signing keys"))?
+                    .iter()
+                    .map(key_record)
+                    .collect()
+            }
+
+            // ---- the write path, inside the sequencer's transaction ----
+
+            pub(crate) async fn existing_events(conn: &mut Conn, ids: &[EventId]) -> Result<Vec<RecordedEvent>> {
+                let mut out = Vec::new();
+                for chunk in ids.chunks(IN_CHUNK) {
+                    let mut qb = QueryBuilder::<DB>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ("));
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(id.as_bytes().to_vec());
+                    }
+                    qb.push(")");
+                    for r in qb.build().fetch_all(&mut *conn).await.map_err(db("looking up event ids"))? {
+                        out.push(event(&r)?);
+                    }
+                }
+                Ok(out)
+            }
+
+            pub(crate) async fn stream_heads(conn: &mut Conn, streams: &[&str]) -> Result<HashMap<String, u64>> {
+                let mut out = HashMap::new();
+                for chunk in streams.chunks(IN_CHUNK) {
+                    let mut qb = QueryBuilder::<DB>::new("SELECT stream, MAX(stream_version) FROM events WHERE stream IN (");
+                    let mut sep = qb.separated(", ");
+                    for s in chunk {
+                        sep.push_bind(s.to_string());
+                    }
+                    qb.push(") GROUP BY stream");
+                    for r in qb.build().fetch_all(&mut *conn).await.map_err(db("reading stream versions"))? {
+                        let v: i64 = r.try_get(1).map_err(db("reading stream versions"))?;
+                        out.insert(r.try_get(0).map_err(db("reading stream versions"))?, to_u64(v, "stream_version")?);
+                    }
+                }
+                Ok(out)
+            }
+
+            pub(crate) async fn key_states(conn: &mut Conn, key_ids: &[&str]) -> Result<HashMap<String, KeyRecord>> {
+                let mut out = HashMap::new();
+                for chunk in key_ids.chunks(IN_CHUNK) {
+                    let mut qb = QueryBuilder::<DB>::new(format!("{KEY_SELECT} WHERE k.key_id IN ("));
+                    let mut sep = qb.separated(", ");
+                    for k in chunk {
+                        sep.push_bind(k.to_string());
+                    }
+                    qb.push(")");
+                    for r in qb.build().fetch_all(&mut *conn).await.map_err(db("reading signing keys"))? {
+                        let k = key_record(&r)?;
+                        out.insert(k.key_id.clone(), k);
+                    }
+                }
+                Ok(out)
+            }
+
+            pub(crate) async fn insert(conn: &mut Conn, plan: &crate::sequencer::Plan, cp: &SignedCheckpoint) -> Result<()> {
+                for chunk in plan.events.chunks(INSERT_CHUNK) {
+                    let mut qb = QueryBuilder::<DB>::new(format!("INSERT INTO events ({EVENT_COLUMNS}) "));
+                    qb.push_values(chunk, |mut b, e| {
+                        b.push_bind(to_i64(e.position))
+                            .push_bind(e.event_id.as_bytes().to_vec())
+                            .push_bind(e.stream.clone())
+                            .push_bind(to_i64(e.stream_version))
+                            .push_bind(e.event_type.clone())
+                            .push_bind(e.author_agency.clone())
+                            .push_bind(e.key_id.clone())
+                            .push_bind(e.recorded_at.micros())
+                            .push_bind(e.body.clone())
+                            .push_bind(e.signature.clone())
+                            .push_bind(e.leaf_hash.0.to_vec());
+                    });
+                    qb.build().execute(&mut *conn).await.map_err(db("inserting events"))?;
+                }
+                for chunk in plan.hashes.chunks(INSERT_CHUNK * 4) {
+                    let mut qb = QueryBuilder::<DB>::new("INSERT INTO merkle_hashes (idx, hash) ");
+                    qb.push_values(chunk, |mut b, (i, h)| {
+                        b.push_bind(to_i64(*i)).push_bind(h.0.to_vec());
+                    });
+                    qb.build().execute(&mut *conn).await.map_err(db("inserting merkle hashes"))?;
+                }
+                for k in &plan.new_keys {
+                    sqlx::query("INSERT INTO signing_keys (key_id, agency, public_key, registered_at) VALUES ($1, $2, $3, $4)")
+                        .bind(k.key_id.clone())
+                        .bind(k.agency.clone())
+                        .bind(k.public_key.as_bytes().to_vec())
+                        .bind(to_i64(k.registered_at))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db("registering a signing key"))?;
+                }
+                for (key_id, at) in &plan.revocations {
+                    sqlx::query("INSERT INTO key_revocations (key_id, revoked_at) VALUES ($1, $2)")
+                        .bind(key_id.clone())
+                        .bind(to_i64(*at))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db("revoking a signing key"))?;
+                }
+                sqlx::query("INSERT INTO checkpoints (tree_size, root, note, signed_at) VALUES ($1, $2, $3, $4)")
+                    .bind(to_i64(cp.tree_size))
+                    .bind(cp.root.0.to_vec())
+                    .bind(cp.note.clone())
+                    .bind(cp.signed_at.micros())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db("storing the checkpoint"))?;
+                Ok(())
+            }
+        }
+    };
+}
+
+backend!(sqlite, sqlx::Sqlite);
+backend!(postgres, sqlx::Postgres);
+
+/// Opens the write transaction that holds the log's lock until commit.
+pub(crate) async fn begin_sqlite(pool: &sqlx::SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    // IMMEDIATE takes SQLite's single write lock at once, so the head read below is the head the
+    // batch is written after, even with other processes on the same file.
+    pool.begin_with("BEGIN IMMEDIATE").await.map_err(crate::error::db("starting a write transaction"))
+}
+
+/// Opens the write transaction and takes the advisory lock that serialises appends across
+/// PostgreSQL server processes (released at commit or rollback).
+pub(crate) async fn begin_postgres(pool: &sqlx::PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = pool.begin().await.map_err(crate::error::db("starting a write transaction"))?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(POSTGRES_LOG_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(crate::error::db("taking the log lock"))?;
+    Ok(tx)
+}

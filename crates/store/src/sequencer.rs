@@ -1,0 +1,302 @@
+//! The sequencer: one task per process that records appends in batches (group commit).
+//!
+//! Each round takes every request waiting (up to `MAX_GROUP_EVENTS` events), opens one write
+//! transaction holding the log lock, reads what the rules need (head, existing ids, stream
+//! versions, key states), decides every request with [`plan`] (pure: no I/O), writes the accepted
+//! events, their Merkle hashes, registry effects and a signed checkpoint, commits, and only then
+//! answers. Requests refused by the rules change nothing and do not affect the others; if the
+//! transaction fails, every request of the round gets the error and nothing is acknowledged.
+
+use std::collections::{HashMap, HashSet};
+
+use accord_domain::checkpoint::LogSigner;
+use accord_domain::merkle::{self, Frontier, Hash};
+use accord_domain::payload::RegistryEffect;
+use accord_domain::{EventId, Timestamp};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::backend::{self, Head};
+use crate::{Db, Error, KeyRecord, MAX_GROUP_EVENTS, NewEvent, Receipt, RecordedEvent, Result, SignedCheckpoint};
+
+pub(crate) struct Request {
+    pub(crate) events: Vec<NewEvent>,
+    pub(crate) reply: oneshot::Sender<Result<Vec<Receipt>>>,
+}
+
+/// What the database said under the lock.
+pub(crate) struct Snapshot {
+    pub(crate) head: Head,
+    pub(crate) existing: HashMap<EventId, RecordedEvent>,
+    pub(crate) stream_heads: HashMap<String, u64>,
+    pub(crate) keys: HashMap<String, KeyRecord>,
+}
+
+/// What to write and what to answer.
+pub(crate) struct Plan {
+    pub(crate) outcomes: Vec<Result<Vec<Receipt>>>,
+    pub(crate) events: Vec<RecordedEvent>,
+    pub(crate) hashes: Vec<(u64, Hash)>,
+    pub(crate) new_keys: Vec<KeyRecord>,
+    pub(crate) revocations: Vec<(String, u64)>,
+    pub(crate) frontier: Frontier,
+}
+
+/// The mutable state a request is decided against; cloned per request so a refused request
+/// leaves no trace.
+#[derive(Clone)]
+struct State {
+    size: u64,
+    frontier: Frontier,
+    stream_heads: HashMap<String, u64>,
+    keys: HashMap<String, KeyRecord>,
+    /// Events planned earlier in this round, by id.
+    planned: HashMap<EventId, RecordedEvent>,
+    events: Vec<RecordedEvent>,
+    hashes: Vec<(u64, Hash)>,
+    new_keys: Vec<KeyRecord>,
+    revocations: Vec<(String, u64)>,
+}
+
+fn same_bytes(e: &NewEvent, r: &RecordedEvent) -> bool {
+    e.body == r.body && e.key_id.as_str() == r.key_id && e.signature == r.signature
+}
+
+fn register_key(t: &mut State, e: &NewEvent, position: u64) -> Result<()> {
+    let RegistryEffect::RegisterKey { key_id, agency, public_key } = &e.effect else {
+        return Ok(());
+    };
+    if let Some(k) = t.keys.get(key_id.as_str()) {
+        return Err(Error::Duplicate(format!("signing key {key_id} is already registered (at position {})", k.registered_at)));
+    }
+    let public_key = ed25519_dalek::VerifyingKey::from_bytes(public_key)
+        .map_err(|_| Error::Invalid(format!("signing key {key_id}: not a valid Ed25519 point")))?;
+    let k = KeyRecord { key_id: key_id.to_string(), agency: agency.to_string(), public_key, registered_at: position, revoked_at: None };
+    t.keys.insert(k.key_id.clone(), k.clone());
+    t.new_keys.push(k);
+    Ok(())
+}
+
+/// Decides one request against `s`, updating it only when the whole request is accepted.
+fn decide(s: &mut State, snap: &Snapshot, recorded_at: Timestamp, events: &[NewEvent]) -> Result<Vec<Receipt>> {
+    let mut seen = HashSet::new();
+    for e in events {
+        if !seen.insert(e.event_id) {
+            return Err(Error::Invalid(format!("event id {} appears twice in the batch", e.event_id)));
+        }
+    }
+    // Idempotency: a request is either a resend of recorded events or wholly new.
+    let prior: Vec<Option<&RecordedEvent>> = events
+        .iter()
+        .map(|e| snap.existing.get(&e.event_id).or_else(|| s.planned.get(&e.event_id)))
+        .collect();
+    if let Some((e, r)) = events.iter().zip(&prior).find_map(|(e, r)| r.map(|r| (e, r))) {
+        if let Some((e, r)) = events.iter().zip(&prior).find_map(|(e, r)| r.filter(|r| !same_bytes(e, r)).map(|r| (e, r))) {
+            return Err(Error::Duplicate(format!(
+                "event id {} is already recorded at position {} with other bytes",
+                e.event_id, r.position
+            )));
+        }
+        if prior.iter().any(Option::is_none) {
+            return Err(Error::Duplicate(format!(
+                "event id {} is already recorded at position {} by an earlier batch; resend a batch exactly as before, or give new events new ids",
+                e.event_id, r.position
+            )));
+        }
+        return Ok(prior.into_iter().flatten().map(RecordedEvent::receipt).collect());
+    }
+
+    let mut t = s.clone();
+    let mut receipts = Vec::with_capacity(events.len());
+    for e in events {
+        let position = t.size;
+        // Bootstrap: the server's own key registers itself (the very first event of a log, and
+        // after the server's key is rotated). Only the server authors `accord` events.
+        if let RegistryEffect::RegisterKey { key_id, agency, .. } = &e.effect {
+            if key_id == &e.key_id && agency == &e.author_agency && agency.as_str() == accord_domain::SYSTEM_AGENCY {
+                register_key(&mut t, e, position)?;
+            }
+        }
+        let key = t
+            .keys
+            .get(e.key_id.as_str())
+            .ok_or_else(|| Error::KeyRefused(format!("signing key {} is not registered", e.key_id)))?;
+        if key.agency != e.author_agency.as_str() {
+            return Err(Error::KeyRefused(format!(
+                "signing key {} belongs to agency {}, not {}",
+                e.key_id, key.agency, e.author_agency
+            )));
+        }
+        if let Some(at) = key.revoked_at {
+            return Err(Error::KeyRefused(format!("signing key {} was revoked at position {at}", e.key_id)));
+        }
+        let current = t.stream_heads.get(e.stream.as_str()).copied();
+        e.expected.check(current).map_err(|m| Error::Conflict(format!("stream {}: {m}", e.stream)))?;
+        match &e.effect {
+            RegistryEffect::None => {}
+            RegistryEffect::RegisterKey { key_id, .. } => {
+                if key_id != &e.key_id || !t.new_keys.iter().any(|k| k.key_id == key_id.as_str() && k.registered_at == position) {
+                    register_key(&mut t, e, position)?;
+                }
+            }
+            RegistryEffect::RevokeKey { key_id, agency } => {
+                let k = t
+                    .keys
+                    .get_mut(key_id.as_str())
+                    .ok_or_else(|| Error::NotFound(format!("signing key {key_id} is not registered")))?;
+                if k.agency != agency.as_str() {
+                    return Err(Error::Invalid(format!("signing key {key_id} belongs to agency {}, not {agency}", k.agency)));
+                }
+                if let Some(at) = k.revoked_at {
+                    return Err(Error::Duplicate(format!("signing key {key_id} was already revoked at position {at}")));
+                }
+                k.revoked_at = Some(position);
+                t.revocations.push((key_id.to_string(), position));
+            }
+        }
+        let stream_version = current.map_or(0, |v| v + 1);
+        let mut r = RecordedEvent {
+            position,
+            event_id: e.event_id,
+            stream: e.stream.to_string(),
+            stream_version,
+            event_type: e.event_type.to_string(),
+            author_agency: e.author_agency.to_string(),
+            key_id: e.key_id.to_string(),
+            recorded_at,
+            body: e.body.clone(),
+            signature: e.signature.clone(),
+            leaf_hash: Hash([0; 32]),
+        };
+        r.leaf_hash = r.leaf().hash();
+        let stored = t.frontier.push(r.leaf_hash);
+        t.hashes.extend(stored.hashes.iter().enumerate().map(|(k, h)| (stored.first + k as u64, *h)));
+        t.stream_heads.insert(r.stream.clone(), stream_version);
+        t.size += 1;
+        receipts.push(r.receipt());
+        t.planned.insert(r.event_id, r.clone());
+        t.events.push(r);
+    }
+    *s = t;
+    Ok(receipts)
+}
+
+/// Decides a round of requests. Pure: the same snapshot and requests give the same plan.
+pub(crate) fn plan(snap: &Snapshot, frontier: Frontier, now: Timestamp, requests: &[&[NewEvent]]) -> Plan {
+    // Recording times never go backwards, even if the clock does.
+    let recorded_at = Timestamp(now.micros().max(snap.head.last_recorded_at));
+    let mut s = State {
+        size: snap.head.size,
+        frontier,
+        stream_heads: snap.stream_heads.clone(),
+        keys: snap.keys.clone(),
+        planned: HashMap::new(),
+        events: Vec::new(),
+        hashes: Vec::new(),
+        new_keys: Vec::new(),
+        revocations: Vec::new(),
+    };
+    let outcomes = requests.iter().map(|events| decide(&mut s, snap, recorded_at, events)).collect();
+    Plan { outcomes, events: s.events, hashes: s.hashes, new_keys: s.new_keys, revocations: s.revocations, frontier: s.frontier }
+}
+
+/// One round against one backend. Generated for both, like the queries.
+macro_rules! round {
+    ($name:ident, $q:ident, $begin:path, $Pool:ty) => {
+        async fn $name(
+            pool: &$Pool,
+            cached: &mut Option<Frontier>,
+            signer: &LogSigner,
+            requests: &[&[NewEvent]],
+        ) -> Result<Plan> {
+            use backend::$q as q;
+            let mut tx = $begin(pool).await?;
+            let head = q::head(&mut *tx).await?;
+            let frontier = match cached.take() {
+                Some(f) if f.size() == head.size => f,
+                // First round, or another process appended since our last round.
+                _ => {
+                    let idx = merkle::tree_hash_indexes(head.size);
+                    let h = q::hashes(&mut *tx, &idx).await?;
+                    Frontier::from_hashes(head.size, h)?
+                }
+            };
+            let ids: Vec<EventId> = requests.iter().flat_map(|r| r.iter().map(|e| e.event_id)).collect();
+            let mut streams: Vec<&str> = requests.iter().flat_map(|r| r.iter().map(|e| e.stream.as_str())).collect();
+            streams.sort_unstable();
+            streams.dedup();
+            let mut key_ids: Vec<&str> = requests.iter().flat_map(|r| r.iter().map(|e| e.key_id.as_str())).collect();
+            for r in requests.iter().flat_map(|r| r.iter()) {
+                if let RegistryEffect::RegisterKey { key_id, .. } | RegistryEffect::RevokeKey { key_id, .. } = &r.effect {
+                    key_ids.push(key_id.as_str());
+                }
+            }
+            key_ids.sort_unstable();
+            key_ids.dedup();
+            let snap = Snapshot {
+                head,
+                existing: q::existing_events(&mut *tx, &ids).await?.into_iter().map(|e| (e.event_id, e)).collect(),
+                stream_heads: q::stream_heads(&mut *tx, &streams).await?,
+                keys: q::key_states(&mut *tx, &key_ids).await?,
+            };
+            let plan = plan(&snap, frontier.clone(), Timestamp::now(), requests);
+            if plan.events.is_empty() {
+                tx.rollback().await.map_err(crate::error::db("ending a read-only round"))?;
+                *cached = Some(frontier);
+                return Ok(plan);
+            }
+            let size = plan.frontier.size();
+            let root = plan.frontier.root();
+            let cp = SignedCheckpoint { tree_size: size, root, note: signer.sign(size, root)?, signed_at: Timestamp::now() };
+            q::insert(&mut *tx, &plan, &cp).await?;
+            tx.commit().await.map_err(crate::error::db("committing appended events"))?;
+            *cached = Some(plan.frontier.clone());
+            Ok(plan)
+        }
+    };
+}
+
+round!(round_sqlite, sqlite, backend::begin_sqlite, sqlx::SqlitePool);
+round!(round_postgres, postgres, backend::begin_postgres, sqlx::PgPool);
+
+pub(crate) async fn run(db: Db, signer: LogSigner, mut rx: mpsc::Receiver<Request>, head: watch::Sender<u64>) {
+    let mut cached: Option<Frontier> = None;
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        let mut n = group[0].events.len();
+        while n < MAX_GROUP_EVENTS {
+            match rx.try_recv() {
+                Ok(r) => {
+                    n += r.events.len();
+                    group.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let requests: Vec<&[NewEvent]> = group.iter().map(|r| r.events.as_slice()).collect();
+        let span = tracing::debug_span!("sequencer_round", requests = group.len(), events = n);
+        let result = {
+            let _g = span.enter();
+            match &db {
+                Db::Sqlite(p) => round_sqlite(p, &mut cached, &signer, &requests).await,
+                Db::Postgres(p) => round_postgres(p, &mut cached, &signer, &requests).await,
+            }
+        };
+        match result {
+            Ok(plan) => {
+                if !plan.events.is_empty() {
+                    head.send_replace(plan.frontier.size());
+                }
+                for (req, outcome) in group.into_iter().zip(plan.outcomes) {
+                    let _ = req.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = group.len(), "append round failed; nothing was recorded");
+                cached = None;
+                for req in group {
+                    let _ = req.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
