@@ -1,1 +1,326 @@
-//! placeholder
+//! The Ledger gRPC service (`accord.v1.Ledger`): agencies append signed events, read them back,
+//! follow the log live, and fetch signed checkpoints and Merkle proofs.
+//!
+//! This crate authenticates callers, decodes and validates what they send (`convert`), checks
+//! signatures, authorship and append policy, hands accepted events to `accord-store`, and maps
+//! every error to a `tonic::Status` in one place (`error`). It holds no business rule of its own:
+//! those live in `accord-domain` and `accord-policy`. It is not the read-model or audit service.
+
+pub mod convert;
+mod error;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use accord_auth::{Authenticator, Principal};
+use accord_domain::{AgencyId, KeyId, StreamId, SYSTEM_AGENCY};
+use accord_proto::v1 as pb;
+use accord_store::{NewEvent, Store, Visibility};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+pub use error::{Error, Result};
+
+/// The most bytes one event body may have.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The most bytes of bodies one append request may carry.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// The most events one append request may carry.
+pub const MAX_EVENTS: usize = accord_store::MAX_BATCH_EVENTS;
+/// The most events one read returns.
+pub const MAX_READ: u32 = 1000;
+
+/// Who is appending.
+#[derive(Debug, Clone, Copy)]
+pub enum Writer<'a> {
+    /// An authenticated caller: authorship, key agency and append policy are checked against it.
+    Caller(&'a Principal),
+    /// The server itself, writing registry records (author agency `accord`).
+    System,
+}
+
+/// Validates one signed event and turns it into a [`NewEvent`]. Every check of DESIGN.md §2 that
+/// does not need the log's current state happens here; the sequencer checks the rest (expected
+/// version, idempotency, revocation at recording time).
+pub async fn prepare(store: &Store, writer: Writer<'_>, index: usize, signed: pb::SignedEvent) -> Result<NewEvent> {
+    let p = format!("events[{index}]");
+    if signed.body.len() > MAX_BODY_BYTES {
+        return Err(Error::TooLarge(format!("{p}.body: must be at most {MAX_BODY_BYTES} bytes, found {}", signed.body.len())));
+    }
+    let key_id = KeyId::parse_field(&format!("{p}.key_id"), signed.key_id)?;
+    let body = convert::event_body(&format!("{p}.body"), &signed.body)?;
+
+    match writer {
+        Writer::Caller(who) => {
+            if body.author.agency.as_str() == SYSTEM_AGENCY {
+                return Err(Error::Denied(format!("{p}.body.author.agency: {SYSTEM_AGENCY:?} is reserved for the server's own records")));
+            }
+            if body.author.agency != who.agency {
+                return Err(Error::Denied(format!(
+                    "{p}.body.author.agency: your token is for agency {}, the event is authored by {}",
+                    who.agency, body.author.agency
+                )));
+            }
+            if body.author.user != who.user {
+                return Err(Error::Denied(format!(
+                    "{p}.body.author.user: your token is for user {}, the event is authored by {}",
+                    who.user, body.author.user
+                )));
+            }
+            if !who.has_role(&body.author.role) {
+                return Err(Error::Denied(format!(
+                    "{p}.body.author.role: your token does not grant role {}",
+                    body.author.role
+                )));
+            }
+        }
+        Writer::System => {
+            if body.author.agency.as_str() != SYSTEM_AGENCY {
+                return Err(Error::Invalid(format!("{p}: system records are authored by {SYSTEM_AGENCY:?}")));
+            }
+        }
+    }
+
+    let payload = convert::payload(&format!("{p}.body"), &body)?;
+    payload.validate(&body).map_err(|e| convert::in_field(&format!("{p}.body"), e))?;
+    let effect = payload.registry_effect();
+
+    // The server's own key registers itself: it is checked against the key in the payload.
+    let self_registration = matches!(
+        &effect,
+        accord_domain::payload::RegistryEffect::RegisterKey { key_id: k, .. } if *k == key_id && matches!(writer, Writer::System)
+    );
+    let public_key = match (&effect, self_registration) {
+        (accord_domain::payload::RegistryEffect::RegisterKey { public_key, .. }, true) => {
+            accord_domain::signing::parse_public_key(&format!("{p}.body.payload.public_key"), public_key)?
+        }
+        _ => {
+            let key = store
+                .key(key_id.as_str())
+                .await?
+                .ok_or_else(|| Error::Denied(format!("{p}.key_id: signing key {key_id} is not registered")))?;
+            if key.agency != body.author.agency.as_str() {
+                return Err(Error::Denied(format!(
+                    "{p}.key_id: signing key {key_id} belongs to agency {}, not {}",
+                    key.agency, body.author.agency
+                )));
+            }
+            if let Some(at) = key.revoked_at {
+                return Err(Error::Denied(format!("{p}.key_id: signing key {key_id} was revoked at position {at}")));
+            }
+            key.public_key
+        }
+    };
+    accord_domain::signing::verify_body(&public_key, &signed.body, &signed.signature)
+        .map_err(|e| Error::Invalid(format!("{p}.{e} {key_id}")))?;
+
+    if let Writer::Caller(_) = writer {
+        let d = accord_policy::may_append(&body.author.role, &body.event_type);
+        if !d.allowed {
+            return Err(Error::Denied(format!(
+                "{p}: role {} may not append {} (policy rule {})",
+                body.author.role, body.event_type, d.rule
+            )));
+        }
+    }
+
+    Ok(NewEvent {
+        event_id: body.event_id,
+        stream: body.stream,
+        expected: body.expected_version,
+        event_type: body.event_type,
+        author_agency: body.author.agency,
+        key_id,
+        body: signed.body,
+        signature: signed.signature,
+        effect,
+    })
+}
+
+/// Validates a whole append request (limits, then each event).
+pub async fn prepare_batch(store: &Store, writer: Writer<'_>, events: Vec<pb::SignedEvent>) -> Result<Vec<NewEvent>> {
+    if events.is_empty() {
+        return Err(Error::Invalid("events: must hold at least one event".into()));
+    }
+    if events.len() > MAX_EVENTS {
+        return Err(Error::TooLarge(format!("events: at most {MAX_EVENTS} events per request, found {}", events.len())));
+    }
+    let total: usize = events.iter().map(|e| e.body.len()).sum();
+    if total > MAX_REQUEST_BYTES {
+        return Err(Error::TooLarge(format!("events: at most {MAX_REQUEST_BYTES} bytes of bodies per request, found {total}")));
+    }
+    let mut out = Vec::with_capacity(events.len());
+    for (i, e) in events.into_iter().enumerate() {
+        out.push(prepare(store, writer, i, e).await?);
+    }
+    Ok(out)
+}
+
+/// The Ledger service.
+#[derive(Clone)]
+pub struct Ledger {
+    store: Store,
+    auth: Arc<Authenticator>,
+    origin: String,
+}
+
+impl Ledger {
+    /// A Ledger over `store`, authenticating with `auth`; `origin` is the checkpoint origin.
+    pub fn new(store: Store, auth: Arc<Authenticator>, origin: String) -> Self {
+        Self { store, auth, origin }
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(self) -> pb::ledger_server::LedgerServer<Self> {
+        pb::ledger_server::LedgerServer::new(self)
+            .max_decoding_message_size(MAX_REQUEST_BYTES + 1024 * 1024)
+    }
+
+    fn authenticate<T>(&self, req: &Request<T>) -> Result<Principal> {
+        let header = req.metadata().get("authorization").map(|v| v.to_str().unwrap_or(""));
+        Ok(self.auth.authenticate(header)?)
+    }
+
+    async fn latest_size(&self) -> Result<u64> {
+        Ok(self
+            .store
+            .latest_checkpoint()
+            .await?
+            .map(|c| c.tree_size)
+            .ok_or_else(|| accord_store::Error::NotFound("the log is empty".into()))?)
+    }
+}
+
+fn limit(l: u32) -> Result<u32> {
+    match l {
+        0 => Ok(100),
+        1..=MAX_READ => Ok(l),
+        _ => Err(Error::Invalid(format!("limit: must be 0 to {MAX_READ}, found {l}"))),
+    }
+}
+
+fn visibility(who: &Principal) -> Visibility {
+    Visibility::AuthoredBy(AgencyId::clone(&who.agency))
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::RecordedEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::ledger_server::Ledger for Ledger {
+    #[tracing::instrument(skip_all, fields(events = req.get_ref().events.len(), agency, first_position))]
+    async fn append(&self, req: Request<pb::AppendRequest>) -> std::result::Result<Response<pb::AppendResponse>, Status> {
+        let who = self.authenticate(&req)?;
+        tracing::Span::current().record("agency", who.agency.as_str());
+        let events = prepare_batch(&self.store, Writer::Caller(&who), req.into_inner().events).await?;
+        let receipts = self.store.append(events).await.map_err(Error::from)?;
+        if let Some(r) = receipts.first() {
+            tracing::Span::current().record("first_position", r.position);
+        }
+        Ok(Response::new(pb::AppendResponse { receipts: receipts.into_iter().map(convert::receipt).collect() }))
+    }
+
+    #[tracing::instrument(skip_all, fields(stream = %req.get_ref().stream))]
+    async fn read_stream(&self, req: Request<pb::ReadStreamRequest>) -> std::result::Result<Response<pb::ReadResponse>, Status> {
+        let who = self.authenticate(&req)?;
+        let r = req.into_inner();
+        let stream = StreamId::parse_field("stream", r.stream).map_err(Error::from)?;
+        let page = self.store.read_stream(&stream, r.from_version, limit(r.limit)?, &visibility(&who)).await.map_err(Error::from)?;
+        Ok(Response::new(pb::ReadResponse {
+            log_size: page.log_size,
+            next: page.next,
+            events: page.events.into_iter().map(convert::recorded_event).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(from = req.get_ref().from_position))]
+    async fn read_all(&self, req: Request<pb::ReadAllRequest>) -> std::result::Result<Response<pb::ReadResponse>, Status> {
+        let who = self.authenticate(&req)?;
+        let r = req.into_inner();
+        let page = self.store.read_all(r.from_position, limit(r.limit)?, &visibility(&who)).await.map_err(Error::from)?;
+        Ok(Response::new(pb::ReadResponse {
+            log_size: page.log_size,
+            next: page.next,
+            events: page.events.into_iter().map(convert::recorded_event).collect(),
+        }))
+    }
+
+    type SubscribeStream = EventStream;
+
+    #[tracing::instrument(skip_all, fields(from = req.get_ref().from_position))]
+    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> std::result::Result<Response<Self::SubscribeStream>, Status> {
+        let who = self.authenticate(&req)?;
+        let vis = visibility(&who);
+        let store = self.store.clone();
+        let mut next = req.into_inner().from_position;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut head = store.watch_head();
+            loop {
+                let page = match store.read_all(next, MAX_READ, &vis).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(Error::from(e)))).await;
+                        return;
+                    }
+                };
+                for e in page.events {
+                    if tx.send(Ok(convert::recorded_event(e))).await.is_err() {
+                        return;
+                    }
+                }
+                next = page.next;
+                if next < page.log_size {
+                    continue;
+                }
+                // Caught up: wait for this process's next commit, a poll tick (for other
+                // processes' commits) or the client going away.
+                tokio::select! {
+                    r = head.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep(store.poll_interval()) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn get_checkpoint(&self, req: Request<pb::GetCheckpointRequest>) -> std::result::Result<Response<pb::Checkpoint>, Status> {
+        self.authenticate(&req)?;
+        let cp = self
+            .store
+            .latest_checkpoint()
+            .await
+            .map_err(Error::from)?
+            .ok_or_else(|| Error::Store(accord_store::Error::NotFound("the log is empty".into())))?;
+        Ok(Response::new(convert::checkpoint(cp, &self.origin)))
+    }
+
+    async fn get_inclusion_proof(&self, req: Request<pb::GetInclusionProofRequest>) -> std::result::Result<Response<pb::InclusionProof>, Status> {
+        self.authenticate(&req)?;
+        let r = req.into_inner();
+        let size = if r.tree_size == 0 { self.latest_size().await? } else { r.tree_size };
+        let (proof, root) = self.store.inclusion_proof(r.position, size).await.map_err(Error::from)?;
+        let leaf = self.store.event_at(r.position).await.map_err(Error::from)?.leaf_hash;
+        Ok(Response::new(pb::InclusionProof {
+            position: r.position,
+            tree_size: size,
+            leaf_hash: leaf.0.to_vec(),
+            hashes: proof.into_iter().map(|h| h.0.to_vec()).collect(),
+            root_hash: root.0.to_vec(),
+        }))
+    }
+
+    async fn get_consistency_proof(&self, req: Request<pb::GetConsistencyProofRequest>) -> std::result::Result<Response<pb::ConsistencyProof>, Status> {
+        self.authenticate(&req)?;
+        let r = req.into_inner();
+        let to = if r.to_size == 0 { self.latest_size().await? } else { r.to_size };
+        let (proof, from_root, to_root) = self.store.consistency_proof(r.from_size, to).await.map_err(Error::from)?;
+        Ok(Response::new(pb::ConsistencyProof {
+            from_size: r.from_size,
+            to_size: to,
+            hashes: proof.into_iter().map(|h| h.0.to_vec()).collect(),
+            from_root: from_root.0.to_vec(),
+            to_root: to_root.0.to_vec(),
+        }))
+    }
+}

@@ -1,1 +1,212 @@
-//! placeholder
+//! The `accord` server: wires the store, the registry and the gRPC services into one process, and
+//! the commands around it (`keygen`, `token`, `verify`).
+//!
+//! The library exposes [`Server::build`] and [`Server::run_until_stopped`] so tests can run the
+//! real server on a loopback port 0; `main.rs` only parses the command line. Business rules are
+//! not here: this crate assembles and configures.
+
+pub mod keys;
+pub mod verify;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use accord_auth::{Authenticator, DevIssuer};
+use accord_client::AgencyKey;
+use accord_domain::checkpoint::LogSigner;
+use accord_ledger::Ledger;
+use accord_registry::AgenciesFile;
+use accord_store::Store;
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+/// Default listening address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default database: the embedded SQLite file.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://accord.db";
+/// Default checkpoint origin (the log's name).
+pub const DEFAULT_ORIGIN: &str = "accord.local/log";
+/// Default token audience.
+pub const DEFAULT_AUDIENCE: &str = "accord";
+
+/// What `accord serve` needs. Passed explicitly; nothing is global.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// `sqlite://FILE`, a file path, or `postgres://…`.
+    pub database_url: String,
+    /// The server's Ed25519 key (PKCS#8 PEM): signs checkpoints and registry records. Created
+    /// (mode 0600) when missing.
+    pub server_key: PathBuf,
+    /// The log's origin line in checkpoints.
+    pub origin: String,
+    /// Agencies, keys and issuers to load.
+    pub agencies: Option<PathBuf>,
+    /// Trust tokens minted by `accord token` with this key (development only). Created when missing.
+    pub dev_issuer_key: Option<PathBuf>,
+    /// The `aud` tokens must carry.
+    pub audience: String,
+    /// Store options.
+    pub store: accord_store::Options,
+}
+
+impl Settings {
+    /// Defaults with the given database and key locations.
+    pub fn new(database_url: &str, server_key: PathBuf) -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("valid default"),
+            database_url: database_url.to_owned(),
+            server_key,
+            origin: DEFAULT_ORIGIN.to_owned(),
+            agencies: None,
+            dev_issuer_key: None,
+            audience: DEFAULT_AUDIENCE.to_owned(),
+            store: Default::default(),
+        }
+    }
+}
+
+/// A built server, bound and bootstrapped, not yet serving.
+pub struct Server {
+    listener: TcpListener,
+    store: Store,
+    ledger: Ledger,
+}
+
+impl Server {
+    /// Opens the store (running migrations), records the registry, binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Server> {
+        let server_key = keys::load_or_create(&settings.server_key)?;
+        let server_key = AgencyKey::new(&accord_registry::server_key_id(&server_key.verifying_key().to_bytes()), server_key)?;
+        let signer = LogSigner::new(&settings.origin, server_key.signing_key()).context("the checkpoint origin")?;
+        let verifier_key = signer.verifier_key().to_owned();
+
+        let mut auth = Authenticator::new(&settings.audience);
+        let agencies = match &settings.agencies {
+            Some(path) => {
+                let file = AgenciesFile::load(path)?;
+                for issuer in file.issuers(path)? {
+                    auth.trust(issuer);
+                }
+                file.agencies(path)?
+            }
+            None => Vec::new(),
+        };
+        if let Some(path) = &settings.dev_issuer_key {
+            let dev = DevIssuer::new(keys::load_or_create(path)?)?;
+            tracing::warn!(key = %path.display(), "trusting development tokens minted by `accord token`");
+            auth.trust(dev.issuer());
+        }
+
+        let store = Store::open(&settings.database_url, Some(signer), settings.store.clone())
+            .await
+            .with_context(|| format!("opening the log at {}", redact(&settings.database_url)))?;
+        accord_registry::bootstrap(&store, &server_key, &verifier_key, &agencies).await?;
+
+        let listener = TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+        let ledger = Ledger::new(store.clone(), Arc::new(auth), settings.origin.clone());
+        Ok(Server { listener, store, ledger })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The store (tests use it to look underneath).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, drains in-flight calls and lets
+    /// the sequencer finish every append it has queued.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<accord_proto::v1::ledger_server::LedgerServer<Ledger>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(accord_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building the reflection service")?;
+        tracing::info!(addr = %self.local_addr(), "accord serving");
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(self.ledger.into_server())
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .context("serving gRPC")?;
+        self.store.shutdown().await;
+        tracing::info!("accord stopped");
+        Ok(())
+    }
+}
+
+/// Builds and runs a server on `settings` in the background; returns its address and a handle
+/// that stops it. For tests and embedding.
+pub async fn spawn(settings: Settings) -> anyhow::Result<(SocketAddr, Running)> {
+    let server = Server::build(settings).await?;
+    let addr = server.local_addr();
+    let store = server.store.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    Ok((addr, Running { stop: Some(tx), task, store }))
+}
+
+/// A server running in the background.
+pub struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Its store.
+    pub store: Store,
+}
+
+impl Running {
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        (&mut self.task).await?
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Resolves when the process receives Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; draining");
+}

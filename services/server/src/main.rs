@@ -1,1 +1,173 @@
-fn main() {}
+//! `accord`: the server and its tools. See `accord --help`.
+
+use std::path::PathBuf;
+
+use accord_server::{Settings, keys, verify};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "accord", version, about = "Accord: signed, verifiable multi-agency safeguarding information sharing")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC server (Ledger, health, reflection).
+    ///
+    /// Example: accord serve --agencies deploy/agencies.example.toml --dev-issuer-key accord-dev-issuer.key
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "ACCORD_LISTEN", default_value = accord_server::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// sqlite://FILE (the embedded default) or postgres://USER@HOST/DB.
+        #[arg(long, env = "ACCORD_DATABASE_URL", default_value = accord_server::DEFAULT_DATABASE_URL)]
+        database_url: String,
+        /// The server's key (PKCS#8 PEM); created when missing.
+        #[arg(long, env = "ACCORD_SERVER_KEY", default_value = "accord-server.key")]
+        server_key: PathBuf,
+        /// The log's name, the origin line of its checkpoints.
+        #[arg(long, env = "ACCORD_ORIGIN", default_value = accord_server::DEFAULT_ORIGIN)]
+        origin: String,
+        /// Agencies, signing keys and token issuers (TOML).
+        #[arg(long, env = "ACCORD_AGENCIES")]
+        agencies: Option<PathBuf>,
+        /// Trust development tokens minted with this key by `accord token` (created when missing).
+        #[arg(long, env = "ACCORD_DEV_ISSUER_KEY")]
+        dev_issuer_key: Option<PathBuf>,
+        /// The audience tokens must be issued for.
+        #[arg(long, env = "ACCORD_AUDIENCE", default_value = accord_server::DEFAULT_AUDIENCE)]
+        audience: String,
+    },
+    /// Create an agency signing key: writes the secret key (PKCS#8 PEM, mode 0600) and prints
+    /// the public key and the lines to add to the agencies file.
+    ///
+    /// Example: accord keygen --agency met-police --key-id met-police-2026 --out met-police-2026.key
+    Keygen {
+        /// The agency the key will sign for.
+        #[arg(long)]
+        agency: String,
+        /// The key's permanent id.
+        #[arg(long)]
+        key_id: String,
+        /// Where to write the secret key (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Mint a development token (JWT) that a server started with the same --dev-issuer-key trusts.
+    ///
+    /// Example: accord token --agency met-police --user pc-1234 --role offender_manager
+    Token {
+        /// The agency the user acts for.
+        #[arg(long)]
+        agency: String,
+        /// The user id (the token's subject).
+        #[arg(long)]
+        user: String,
+        /// A role; repeat for several.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 8 * 3600)]
+        ttl: u64,
+        /// The development issuer key (created when missing).
+        #[arg(long, env = "ACCORD_DEV_ISSUER_KEY", default_value = "accord-dev-issuer.key")]
+        dev_issuer_key: PathBuf,
+        /// The audience.
+        #[arg(long, env = "ACCORD_AUDIENCE", default_value = accord_server::DEFAULT_AUDIENCE)]
+        audience: String,
+    },
+    /// Recompute every leaf, Merkle hash, root and signature from the stored bytes and check every
+    /// stored checkpoint. Exits 1 and names the first divergence if anything differs.
+    ///
+    /// Example: accord verify --against kept-checkpoint.txt
+    Verify {
+        /// The log to verify.
+        #[arg(long, env = "ACCORD_DATABASE_URL", default_value = accord_server::DEFAULT_DATABASE_URL)]
+        database_url: String,
+        /// A checkpoint note kept earlier: prove the log still extends it.
+        #[arg(long)]
+        against: Option<PathBuf>,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("ACCORD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[allow(clippy::print_stdout)]
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve { listen, database_url, server_key, origin, agencies, dev_issuer_key, audience } => rt.block_on(async {
+            let mut s = Settings::new(&database_url, server_key);
+            s.listen = listen;
+            s.origin = origin;
+            s.agencies = agencies;
+            s.dev_issuer_key = dev_issuer_key;
+            s.audience = audience;
+            let server = accord_server::Server::build(s).await?;
+            server.run_until_stopped(accord_server::shutdown_signal()).await
+        }),
+        Command::Keygen { agency, key_id, out } => {
+            accord_domain::AgencyId::parse(agency.clone()).context("--agency")?;
+            accord_domain::KeyId::parse(key_id.clone()).context("--key-id")?;
+            let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+            keys::write_new(&out, &key)?;
+            use base64::Engine;
+            let public = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().as_bytes());
+            println!("wrote {} (keep it secret)", out.display());
+            println!("key id:     {key_id}");
+            println!("public key: {public}");
+            println!();
+            println!("add to the agencies file, under the [[agencies]] entry with id = \"{agency}\":");
+            println!("[[agencies.keys]]\nid = \"{key_id}\"\npublic_key = \"{public}\"");
+            Ok(())
+        }
+        Command::Token { agency, user, roles, ttl, dev_issuer_key, audience } => {
+            let dev = accord_auth::DevIssuer::new(keys::load_or_create(&dev_issuer_key)?)?;
+            let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+            println!("{}", dev.mint(&audience, &agency, &user, &roles, ttl)?);
+            Ok(())
+        }
+        Command::Verify { database_url, against } => rt.block_on(async {
+            let against = match against {
+                Some(p) => Some(std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?),
+                None => None,
+            };
+            let store = accord_store::Store::open(&database_url, None, Default::default())
+                .await
+                .with_context(|| format!("opening {}", accord_server::redact(&database_url)))?;
+            let mut last = 0;
+            let result = verify::verify(&store, against.as_deref(), |n| {
+                if n >= last + 100_000 {
+                    eprintln!("verified {n} events…");
+                    last = n;
+                }
+            })
+            .await;
+            match result {
+                Ok(r) => {
+                    use base64::Engine;
+                    println!("ok: {} events, {} checkpoints verified", r.events, r.checkpoints);
+                    println!("root: {}", base64::engine::general_purpose::STANDARD.encode(r.root.0));
+                    if let Some(s) = r.extends {
+                        println!("the log extends the kept checkpoint of size {s}");
+                    }
+                    Ok(())
+                }
+                Err(verify::Failure::Diverged(m)) => {
+                    println!("FAILED: log diverges: {m}");
+                    std::process::exit(1);
+                }
+                Err(e) => Err(e.into()),
+            }
+        }),
+    }
+}

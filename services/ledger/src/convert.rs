@@ -1,0 +1,264 @@
+//! Wire <-> domain conversions: the only code that knows both `accord_proto` and `accord_domain`.
+//! Every conversion from the wire validates, naming the offending field.
+
+use accord_domain::payload::{self, AgencyKind, Payload, types};
+use accord_domain::{
+    AgencyId, Author, Classification, Error, EventBody, EventId, EventType, ExpectedVersion, KeyId,
+    LegalBasis, Regime, Result, Role, SensitivityTag, StreamId, Subject, Timestamp, UserId,
+};
+use accord_proto::v1 as pb;
+use prost::Message;
+
+fn at(prefix: &str, field: &str) -> String {
+    if prefix.is_empty() { field.to_owned() } else { format!("{prefix}.{field}") }
+}
+
+/// Prefixes the field name of a domain error.
+pub fn in_field(prefix: &str, e: Error) -> Error {
+    match e {
+        Error::Invalid { field, message } => Error::Invalid { field: at(prefix, &field), message },
+        other => other,
+    }
+}
+
+/// A wire timestamp as a domain timestamp.
+pub fn timestamp(field: &str, t: Option<prost_types::Timestamp>) -> Result<Timestamp> {
+    let t = t.ok_or_else(|| Error::invalid(field, "is required"))?;
+    Timestamp::from_parts(field, t.seconds, t.nanos)
+}
+
+/// A domain timestamp on the wire.
+pub fn timestamp_pb(t: Timestamp) -> prost_types::Timestamp {
+    let (seconds, nanos) = t.parts();
+    prost_types::Timestamp { seconds, nanos }
+}
+
+fn optional_uuid(field: &str, s: &str) -> Result<Option<uuid::Uuid>> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    uuid::Uuid::try_parse(s).map(Some).map_err(|_| Error::invalid(field, format!("must be a UUID, found {s:?}")))
+}
+
+fn optional_event_id(field: &str, s: &str) -> Result<Option<EventId>> {
+    if s.is_empty() { Ok(None) } else { EventId::parse_field(field, s).map(Some) }
+}
+
+/// Decodes and validates an encoded `EventBody` (the envelope only; see [`payload`]).
+pub fn event_body(p: &str, bytes: &[u8]) -> Result<EventBody> {
+    let b = pb::EventBody::decode(bytes)
+        .map_err(|e| Error::invalid(p, format!("is not a protobuf accord.v1.EventBody: {e}")))?;
+    let author = b.author.ok_or_else(|| Error::invalid(at(p, "author"), "is required"))?;
+    let basis = b.legal_basis.ok_or_else(|| Error::invalid(at(p, "legal_basis"), "is required"))?;
+    let expected = match b.expected_version.and_then(|v| v.kind) {
+        None => return Err(Error::invalid(at(p, "expected_version"), "is required: set any, no_stream or exact")),
+        Some(pb::expected_version::Kind::Any(_)) => ExpectedVersion::Any,
+        Some(pb::expected_version::Kind::NoStream(_)) => ExpectedVersion::NoStream,
+        Some(pb::expected_version::Kind::Exact(n)) => ExpectedVersion::Exact(n),
+    };
+    let regime = match pb::Regime::try_from(b.regime) {
+        Ok(pb::Regime::Part3) => Regime::Part3,
+        Ok(pb::Regime::UkGdpr) => Regime::UkGdpr,
+        Ok(pb::Regime::System) => Regime::System,
+        _ => return Err(Error::invalid(at(p, "regime"), format!("must be REGIME_PART3 or REGIME_UK_GDPR, found {}", b.regime))),
+    };
+    let classification = match pb::Classification::try_from(b.classification) {
+        Ok(pb::Classification::Official) => Classification::Official,
+        Ok(pb::Classification::OfficialSensitive) => Classification::OfficialSensitive,
+        _ => return Err(Error::invalid(at(p, "classification"), format!("must be CLASSIFICATION_OFFICIAL or CLASSIFICATION_OFFICIAL_SENSITIVE, found {}", b.classification))),
+    };
+    let sensitivity = b
+        .sensitivity
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match pb::SensitivityTag::try_from(*t) {
+            Ok(pb::SensitivityTag::VictimLocation) => Ok(SensitivityTag::VictimLocation),
+            Ok(pb::SensitivityTag::Health) => Ok(SensitivityTag::Health),
+            Ok(pb::SensitivityTag::SexLife) => Ok(SensitivityTag::SexLife),
+            Ok(pb::SensitivityTag::Child) => Ok(SensitivityTag::Child),
+            Ok(pb::SensitivityTag::Intelligence) => Ok(SensitivityTag::Intelligence),
+            _ => Err(Error::invalid(at(p, &format!("sensitivity[{i}]")), format!("unknown tag {t}"))),
+        })
+        .collect::<Result<_>>()?;
+    let body = EventBody {
+        event_id: EventId::parse_field(&at(p, "event_id"), &b.event_id)?,
+        stream: StreamId::parse_field(&at(p, "stream"), b.stream)?,
+        expected_version: expected,
+        event_type: EventType::parse_field(&at(p, "event_type"), b.event_type)?,
+        schema_version: b.schema_version,
+        payload: b.payload,
+        author: Author {
+            agency: AgencyId::parse_field(&at(p, "author.agency"), author.agency)?,
+            user: UserId::parse_field(&at(p, "author.user"), author.user)?,
+            role: Role::parse_field(&at(p, "author.role"), author.role)?,
+        },
+        occurred_at: timestamp(&at(p, "occurred_at"), b.occurred_at)?,
+        legal_basis: LegalBasis::parse(basis.statute, basis.purpose).map_err(|e| in_field(p, e))?,
+        subjects: b
+            .subjects
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| Subject::parse(&at(p, &format!("subjects[{i}]")), s.kind, s.id))
+            .collect::<Result<_>>()?,
+        addressees: b
+            .addressees
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| AgencyId::parse_field(&at(p, &format!("addressees[{i}]")), a))
+            .collect::<Result<_>>()?,
+        correlation_id: optional_uuid(&at(p, "correlation_id"), &b.correlation_id)?,
+        causation_id: optional_event_id(&at(p, "causation_id"), &b.causation_id)?,
+        regime,
+        classification,
+        sensitivity,
+        supersedes: optional_event_id(&at(p, "supersedes"), &b.supersedes)?,
+    };
+    body.check_envelope().map_err(|e| in_field(p, e))?;
+    Ok(body)
+}
+
+fn decode<M: Message + Default>(p: &str, body: &EventBody) -> Result<M> {
+    M::decode(body.payload.as_slice()).map_err(|e| {
+        Error::invalid(at(p, "payload"), format!("is not a protobuf {}: {e}", body.event_type))
+    })
+}
+
+fn agency_kind(field: &str, k: i32) -> Result<AgencyKind> {
+    use pb::AgencyKind as K;
+    Ok(match K::try_from(k) {
+        Ok(K::Police) => AgencyKind::Police,
+        Ok(K::Probation) => AgencyKind::Probation,
+        Ok(K::Prison) => AgencyKind::Prison,
+        Ok(K::School) => AgencyKind::School,
+        Ok(K::ChildrensServices) => AgencyKind::ChildrensServices,
+        Ok(K::Health) => AgencyKind::Health,
+        Ok(K::SupportService) => AgencyKind::SupportService,
+        Ok(K::LocalAuthority) => AgencyKind::LocalAuthority,
+        Ok(K::Housing) => AgencyKind::Housing,
+        Ok(K::YouthJustice) => AgencyKind::YouthJustice,
+        Ok(K::MappaUnit) => AgencyKind::MappaUnit,
+        Ok(K::System) => AgencyKind::System,
+        _ => return Err(Error::invalid(field, format!("unknown agency kind {k}"))),
+    })
+}
+
+/// The wire value of an agency kind.
+pub fn agency_kind_pb(k: AgencyKind) -> pb::AgencyKind {
+    use pb::AgencyKind as K;
+    match k {
+        AgencyKind::Police => K::Police,
+        AgencyKind::Probation => K::Probation,
+        AgencyKind::Prison => K::Prison,
+        AgencyKind::School => K::School,
+        AgencyKind::ChildrensServices => K::ChildrensServices,
+        AgencyKind::Health => K::Health,
+        AgencyKind::SupportService => K::SupportService,
+        AgencyKind::LocalAuthority => K::LocalAuthority,
+        AgencyKind::Housing => K::Housing,
+        AgencyKind::YouthJustice => K::YouthJustice,
+        AgencyKind::MappaUnit => K::MappaUnit,
+        AgencyKind::System => K::System,
+    }
+}
+
+/// Decodes the payload named by `body.event_type`. `p` prefixes field names (e.g. `events[0].body`).
+pub fn payload(p: &str, body: &EventBody) -> Result<Payload> {
+    let pf = |f: &str| at(p, &format!("payload.{f}"));
+    Ok(match body.event_type.as_str() {
+        types::AGENCY_REGISTERED => {
+            let m: pb::AgencyRegistered = decode(p, body)?;
+            Payload::AgencyRegistered(payload::AgencyRegistered {
+                agency_id: AgencyId::parse_field(&pf("agency_id"), m.agency_id)?,
+                name: m.name,
+                kind: agency_kind(&pf("kind"), m.kind)?,
+            })
+        }
+        types::SIGNING_KEY_REGISTERED => {
+            let m: pb::SigningKeyRegistered = decode(p, body)?;
+            let key = accord_domain::signing::parse_public_key(&pf("public_key"), &m.public_key)?;
+            Payload::SigningKeyRegistered(payload::SigningKeyRegistered {
+                key_id: KeyId::parse_field(&pf("key_id"), m.key_id)?,
+                agency_id: AgencyId::parse_field(&pf("agency_id"), m.agency_id)?,
+                public_key: key.to_bytes(),
+            })
+        }
+        types::SIGNING_KEY_REVOKED => {
+            let m: pb::SigningKeyRevoked = decode(p, body)?;
+            Payload::SigningKeyRevoked(payload::SigningKeyRevoked {
+                key_id: KeyId::parse_field(&pf("key_id"), m.key_id)?,
+                agency_id: AgencyId::parse_field(&pf("agency_id"), m.agency_id)?,
+                reason: m.reason,
+            })
+        }
+        types::LOG_KEY_REGISTERED => {
+            let m: pb::LogKeyRegistered = decode(p, body)?;
+            Payload::LogKeyRegistered(payload::LogKeyRegistered { verifier_key: m.verifier_key })
+        }
+        types::NOMINAL_REGISTERED => {
+            let m: pb::NominalRegistered = decode(p, body)?;
+            Payload::NominalRegistered(payload::NominalRegistered {
+                nominal_id: m.nominal_id,
+                visor_ref: m.visor_ref,
+                pnc_ref: m.pnc_ref,
+                names: m.names,
+                aliases: m.aliases,
+                date_of_birth: m.date_of_birth,
+                mappa_category: m.mappa_category,
+                lead_agency: m.lead_agency,
+                nominal_manager: m.nominal_manager,
+                index_offence: m.index_offence,
+            })
+        }
+        types::MAPPA_LEVEL_SET => {
+            let m: pb::MappaLevelSet = decode(p, body)?;
+            Payload::MappaLevelSet(payload::MappaLevelSet {
+                nominal_id: m.nominal_id,
+                level: m.level,
+                decided_by: m.decided_by,
+                rationale: m.rationale,
+            })
+        }
+        other => {
+            return Err(Error::invalid(
+                at(p, "event_type"),
+                format!("unknown event type {other:?}; see proto/accord/v1/catalogue.proto for the catalogue"),
+            ));
+        }
+    })
+}
+
+/// A stored event on the wire.
+pub fn recorded_event(e: accord_store::RecordedEvent) -> pb::RecordedEvent {
+    pb::RecordedEvent {
+        position: e.position,
+        stream_version: e.stream_version,
+        recorded_at: Some(timestamp_pb(e.recorded_at)),
+        event_id: e.event_id.to_string(),
+        stream: e.stream,
+        event_type: e.event_type,
+        leaf_hash: e.leaf_hash.0.to_vec(),
+        event: Some(pb::SignedEvent { body: e.body, key_id: e.key_id, signature: e.signature }),
+    }
+}
+
+/// A receipt on the wire.
+pub fn receipt(r: accord_store::Receipt) -> pb::Receipt {
+    pb::Receipt {
+        event_id: r.event_id.to_string(),
+        position: r.position,
+        stream_version: r.stream_version,
+        recorded_at: Some(timestamp_pb(r.recorded_at)),
+        leaf_hash: r.leaf_hash.0.to_vec(),
+    }
+}
+
+/// A checkpoint on the wire.
+pub fn checkpoint(c: accord_store::SignedCheckpoint, origin: &str) -> pb::Checkpoint {
+    pb::Checkpoint {
+        note: c.note,
+        origin: origin.to_owned(),
+        tree_size: c.tree_size,
+        root_hash: c.root.0.to_vec(),
+        signed_at: Some(timestamp_pb(c.signed_at)),
+    }
+}
