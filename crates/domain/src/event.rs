@@ -239,8 +239,9 @@ impl EventBody {
         if self.addressees.len() > MAX_ADDRESSEES {
             return Err(Error::invalid("addressees", format!("at most {MAX_ADDRESSEES}, found {}", self.addressees.len())));
         }
-        let system = self.author.agency.as_str() == crate::SYSTEM_AGENCY;
-        if system != (self.regime == Regime::System) {
+        // Who may author as the system is an authorisation question (the Ledger refuses the
+        // reserved agency); here only the marking must not be borrowed by an agency.
+        if self.regime == Regime::System && self.author.agency.as_str() != crate::SYSTEM_AGENCY {
             return Err(Error::invalid(
                 "regime",
                 "REGIME_SYSTEM is for the server's own registry records only",

@@ -75,8 +75,8 @@ pub async fn prepare(store: &Store, writer: Writer<'_>, index: usize, signed: pb
             }
         }
         Writer::System => {
-            if body.author.agency.as_str() != SYSTEM_AGENCY {
-                return Err(Error::Invalid(format!("{p}: system records are authored by {SYSTEM_AGENCY:?}")));
+            if body.author.agency.as_str() != SYSTEM_AGENCY || body.regime != accord_domain::Regime::System {
+                return Err(Error::Invalid(format!("{p}: system records are authored by {SYSTEM_AGENCY:?} under REGIME_SYSTEM")));
             }
         }
     }
