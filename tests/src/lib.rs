@@ -64,7 +64,10 @@ impl TestServer {
             toml.push_str(&format!("[[agencies]]\nid = \"{id}\"\nname = \"{name}\"\nkind = \"{kind}\"\n"));
             for k in *key_ids {
                 let key = AgencyKey::generate(k).expect("key");
-                toml.push_str(&format!("[[agencies.keys]]\nid = \"{k}\"\npublic_key = \"{}\"\n", encode(&key.public_key())));
+                toml.push_str(&format!(
+                    "[[agencies.keys]]\nid = \"{k}\"\npublic_key = \"{}\"\n",
+                    encode(&key.public_key())
+                ));
                 if *k == "met-old" {
                     toml.push_str("revoked = \"replaced by met-1\"\n");
                 }
@@ -166,7 +169,12 @@ pub fn nominal_registered(agency: &str, user: &str) -> (EventDraft, String) {
 pub fn mappa_level_set(agency: &str, user: &str, nominal: &str, level: u32) -> EventDraft {
     EventDraft::new(
         &format!("nominal-{nominal}"),
-        &pb::MappaLevelSet { nominal_id: nominal.into(), level, decided_by: user.into(), rationale: "high risk of serious harm to children".into() },
+        &pb::MappaLevelSet {
+            nominal_id: nominal.into(),
+            level,
+            decided_by: user.into(),
+            rationale: "high risk of serious harm to children".into(),
+        },
     )
     .author(agency, user, "mappa_coordinator")
     .legal_basis("CJA2003-s325", "MAPPA level 2 management")

@@ -1,7 +1,9 @@
 //! The Ledger service end to end: a real server on a loopback port, the generated gRPC client,
 //! several agencies with their own keys and tokens, on SQLite and PostgreSQL.
 
-use accord_client::{Client, EventDraft, verify_checkpoint, verify_consistency, verify_inclusion, verify_recorded_event};
+use accord_client::{
+    Client, EventDraft, verify_checkpoint, verify_consistency, verify_inclusion, verify_recorded_event,
+};
 use accord_e2e::{TestServer, mappa_level_set, nominal_registered};
 use accord_proto::v1 as pb;
 use futures::StreamExt;
@@ -19,7 +21,8 @@ async fn read_everything(c: &mut Client) -> Vec<pb::RecordedEvent> {
     let mut out = Vec::new();
     let mut from = 0;
     loop {
-        let r = c.ledger().read_all(pb::ReadAllRequest { from_position: from, limit: 1000 }).await.unwrap().into_inner();
+        let r =
+            c.ledger().read_all(pb::ReadAllRequest { from_position: from, limit: 1000 }).await.unwrap().into_inner();
         out.extend(r.events);
         if r.next >= r.log_size {
             return out;
@@ -64,14 +67,19 @@ async fn append_read_and_subscribe_in_order(s: TestServer) {
     let last = receipts.last().unwrap().position;
     let mut seen = Vec::new();
     while seen.last().is_none_or(|p| *p < last) {
-        let e = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next()).await.expect("live event in time").unwrap().unwrap();
+        let e = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next())
+            .await
+            .expect("live event in time")
+            .unwrap()
+            .unwrap();
         seen.push(e.position);
     }
     // Registry records (authored by `accord`) are visible to every agency; they come first.
     assert_eq!(seen, (0..=last).collect::<Vec<_>>());
 
     // Resuming from a position gives exactly what follows it.
-    let mut resumed = c.ledger().subscribe(pb::SubscribeRequest { from_position: last - 1 }).await.unwrap().into_inner();
+    let mut resumed =
+        c.ledger().subscribe(pb::SubscribeRequest { from_position: last - 1 }).await.unwrap().into_inner();
     assert_eq!(resumed.next().await.unwrap().unwrap().position, last - 1);
     assert_eq!(resumed.next().await.unwrap().unwrap().position, last);
     let (d, _) = nominal_registered("met-police", "pc-1");
@@ -127,7 +135,13 @@ async fn refuse(s: &TestServer, c: &mut Client, events: Vec<pb::SignedEvent>, wa
     let before = log_size(s).await;
     let err = c.ledger().append(pb::AppendRequest { events }).await.expect_err(want.what);
     assert_eq!(err.code(), want.code, "{}: {}", want.what, err.message());
-    assert!(err.message().contains(want.message), "{}: message {:?} lacks {:?}", want.what, err.message(), want.message);
+    assert!(
+        err.message().contains(want.message),
+        "{}: message {:?} lacks {:?}",
+        want.what,
+        err.message(),
+        want.message
+    );
     assert_eq!(log_size(s).await, before, "{} wrote something", want.what);
 }
 
@@ -142,11 +156,19 @@ async fn every_rejection_rule_has_its_status_and_writes_nothing(s: TestServer) {
         (vec![], Refusal { what: "empty batch", code: Code::InvalidArgument, message: "at least one event" }),
         (
             vec![nominal_registered("kent-police", "pc-1").0.sign(s.key("kent-1"))],
-            Refusal { what: "author agency differs from token", code: Code::PermissionDenied, message: "your token is for agency met-police" },
+            Refusal {
+                what: "author agency differs from token",
+                code: Code::PermissionDenied,
+                message: "your token is for agency met-police",
+            },
         ),
         (
             vec![nominal_registered("met-police", "pc-2").0.sign(met)],
-            Refusal { what: "author user differs from token", code: Code::PermissionDenied, message: "your token is for user pc-1" },
+            Refusal {
+                what: "author user differs from token",
+                code: Code::PermissionDenied,
+                message: "your token is for user pc-1",
+            },
         ),
         (
             vec![good().author("met-police", "pc-1", "ppro").sign(met)],
@@ -154,11 +176,19 @@ async fn every_rejection_rule_has_its_status_and_writes_nothing(s: TestServer) {
         ),
         (
             vec![good().sign(s.key("kent-1"))],
-            Refusal { what: "key of another agency", code: Code::PermissionDenied, message: "belongs to agency kent-police" },
+            Refusal {
+                what: "key of another agency",
+                code: Code::PermissionDenied,
+                message: "belongs to agency kent-police",
+            },
         ),
         (
             vec![good().sign(&accord_client::AgencyKey::generate("met-unknown").unwrap())],
-            Refusal { what: "unregistered key", code: Code::PermissionDenied, message: "signing key met-unknown is not registered" },
+            Refusal {
+                what: "unregistered key",
+                code: Code::PermissionDenied,
+                message: "signing key met-unknown is not registered",
+            },
         ),
         (
             vec![good().sign(s.key("met-old"))],
@@ -170,7 +200,11 @@ async fn every_rejection_rule_has_its_status_and_writes_nothing(s: TestServer) {
                 e.signature[0] ^= 1;
                 e
             }],
-            Refusal { what: "bad signature", code: Code::InvalidArgument, message: "events[0].signature: does not verify" },
+            Refusal {
+                what: "bad signature",
+                code: Code::InvalidArgument,
+                message: "events[0].signature: does not verify",
+            },
         ),
         (
             vec![{
@@ -183,62 +217,114 @@ async fn every_rejection_rule_has_its_status_and_writes_nothing(s: TestServer) {
         ),
         (
             vec![met.sign_body(b"\xff\xff\xff not protobuf".to_vec())],
-            Refusal { what: "body not protobuf", code: Code::InvalidArgument, message: "events[0].body: is not a protobuf accord.v1.EventBody" },
+            Refusal {
+                what: "body not protobuf",
+                code: Code::InvalidArgument,
+                message: "events[0].body: is not a protobuf accord.v1.EventBody",
+            },
         ),
         (
             vec![good().with(|b| b.event_type = "accord.v1.NoSuchEvent".into()).sign(met)],
-            Refusal { what: "unknown event type", code: Code::InvalidArgument, message: "unknown event type \"accord.v1.NoSuchEvent\"" },
+            Refusal {
+                what: "unknown event type",
+                code: Code::InvalidArgument,
+                message: "unknown event type \"accord.v1.NoSuchEvent\"",
+            },
         ),
         (
             vec![good().with(|b| b.payload = vec![0xff, 0xff]).sign(met)],
-            Refusal { what: "payload does not decode", code: Code::InvalidArgument, message: "events[0].body.payload: is not a protobuf accord.v1.NominalRegistered" },
+            Refusal {
+                what: "payload does not decode",
+                code: Code::InvalidArgument,
+                message: "events[0].body.payload: is not a protobuf accord.v1.NominalRegistered",
+            },
         ),
         (
             vec![good().with(|b| b.legal_basis = None).sign(met)],
-            Refusal { what: "no legal basis", code: Code::InvalidArgument, message: "events[0].body.legal_basis: is required" },
+            Refusal {
+                what: "no legal basis",
+                code: Code::InvalidArgument,
+                message: "events[0].body.legal_basis: is required",
+            },
         ),
         (
             vec![good().with(|b| b.event_id = "6ba7b810-9dad-11d1-80b4-00c04fd430c8".into()).sign(met)],
-            Refusal { what: "event id not UUIDv7", code: Code::InvalidArgument, message: "events[0].body.event_id: must be a UUIDv7" },
+            Refusal {
+                what: "event id not UUIDv7",
+                code: Code::InvalidArgument,
+                message: "events[0].body.event_id: must be a UUIDv7",
+            },
         ),
         (
             vec![good().with(|b| b.expected_version = None).sign(met)],
-            Refusal { what: "no expected version", code: Code::InvalidArgument, message: "expected_version: is required" },
+            Refusal {
+                what: "no expected version",
+                code: Code::InvalidArgument,
+                message: "expected_version: is required",
+            },
         ),
         (
             vec![good().with(|b| b.subjects.clear()).sign(met)],
-            Refusal { what: "nominal not a subject", code: Code::InvalidArgument, message: "subjects: must include the nominal" },
+            Refusal {
+                what: "nominal not a subject",
+                code: Code::InvalidArgument,
+                message: "subjects: must include the nominal",
+            },
         ),
         (
-            vec![good().with(|b| {
-                let mut p = pb::NominalRegistered::decode(b.payload.as_slice()).unwrap();
-                p.date_of_birth = "2999-01-01".into();
-                b.payload = p.encode_to_vec();
-            })
-            .sign(met)],
-            Refusal { what: "date of birth after the event", code: Code::InvalidArgument, message: "payload.date_of_birth: must not be after the event" },
+            vec![
+                good()
+                    .with(|b| {
+                        let mut p = pb::NominalRegistered::decode(b.payload.as_slice()).unwrap();
+                        p.date_of_birth = "2999-01-01".into();
+                        b.payload = p.encode_to_vec();
+                    })
+                    .sign(met),
+            ],
+            Refusal {
+                what: "date of birth after the event",
+                code: Code::InvalidArgument,
+                message: "payload.date_of_birth: must not be after the event",
+            },
         ),
         (
             vec![good().author("accord", "pc-1", "offender_manager").sign(met)],
-            Refusal { what: "reserved system agency", code: Code::PermissionDenied, message: "reserved for the server" },
+            Refusal {
+                what: "reserved system agency",
+                code: Code::PermissionDenied,
+                message: "reserved for the server",
+            },
         ),
         (
             vec![good().with(|b| b.stream = "nominal-Upper".into()).sign(met)],
             Refusal { what: "malformed stream", code: Code::InvalidArgument, message: "events[0].body.stream" },
         ),
         (
-            vec![good().expect_version(4).with(|b| b.stream = format!("nominal-{nominal}")).with(|b| {
-                let mut p = pb::NominalRegistered::decode(b.payload.as_slice()).unwrap();
-                p.nominal_id = nominal.clone();
-                b.payload = p.encode_to_vec();
-                b.subjects = vec![pb::Subject { kind: "nominal".into(), id: nominal.clone() }];
-            })
-            .sign(met)],
-            Refusal { what: "expected version conflict", code: Code::Aborted, message: "expected stream version 4, stream is at 0" },
+            vec![
+                good()
+                    .expect_version(4)
+                    .with(|b| b.stream = format!("nominal-{nominal}"))
+                    .with(|b| {
+                        let mut p = pb::NominalRegistered::decode(b.payload.as_slice()).unwrap();
+                        p.nominal_id = nominal.clone();
+                        b.payload = p.encode_to_vec();
+                        b.subjects = vec![pb::Subject { kind: "nominal".into(), id: nominal.clone() }];
+                    })
+                    .sign(met),
+            ],
+            Refusal {
+                what: "expected version conflict",
+                code: Code::Aborted,
+                message: "expected stream version 4, stream is at 0",
+            },
         ),
         (
             vec![good().sign(met), good().with(|b| b.legal_basis = None).sign(met)],
-            Refusal { what: "atomic batch with one bad event", code: Code::InvalidArgument, message: "events[1].body.legal_basis" },
+            Refusal {
+                what: "atomic batch with one bad event",
+                code: Code::InvalidArgument,
+                message: "events[1].body.legal_basis",
+            },
         ),
         (
             (0..1001).map(|_| good().sign(met)).collect(),
@@ -257,16 +343,49 @@ async fn every_rejection_rule_has_its_status_and_writes_nothing(s: TestServer) {
     // manager may not.
     let mut dsl = s.client("st-marys-school", "dsl-1", &["dsl"]).await;
     let d = nominal_registered("st-marys-school", "dsl-1").0.author("st-marys-school", "dsl-1", "dsl");
-    refuse(&s, &mut dsl, vec![d.sign(s.key("school-1"))], &Refusal { what: "policy denies dsl", code: Code::PermissionDenied, message: "role dsl may not append accord.v1.NominalRegistered (policy rule default-deny)" }).await;
+    refuse(
+        &s,
+        &mut dsl,
+        vec![d.sign(s.key("school-1"))],
+        &Refusal {
+            what: "policy denies dsl",
+            code: Code::PermissionDenied,
+            message: "role dsl may not append accord.v1.NominalRegistered (policy rule default-deny)",
+        },
+    )
+    .await;
     let level = mappa_level_set("met-police", "pc-1", &nominal, 2).author("met-police", "pc-1", "offender_manager");
-    refuse(&s, &mut c, vec![level.sign(met)], &Refusal { what: "policy denies om level", code: Code::PermissionDenied, message: "may not append accord.v1.MappaLevelSet" }).await;
+    refuse(
+        &s,
+        &mut c,
+        vec![level.sign(met)],
+        &Refusal {
+            what: "policy denies om level",
+            code: Code::PermissionDenied,
+            message: "may not append accord.v1.MappaLevelSet",
+        },
+    )
+    .await;
     let mut coord = s.client("probation-london", "coord-1", &["mappa_coordinator"]).await;
     let bad_level = mappa_level_set("probation-london", "coord-1", &nominal, 5);
-    refuse(&s, &mut coord, vec![bad_level.sign(s.key("prob-1"))], &Refusal { what: "MAPPA level 5", code: Code::InvalidArgument, message: "MAPPA level must be 1 to 3, found 5" }).await;
-    coord.append(vec![mappa_level_set("probation-london", "coord-1", &nominal, 2).sign(s.key("prob-1"))]).await.unwrap();
+    refuse(
+        &s,
+        &mut coord,
+        vec![bad_level.sign(s.key("prob-1"))],
+        &Refusal { what: "MAPPA level 5", code: Code::InvalidArgument, message: "MAPPA level must be 1 to 3, found 5" },
+    )
+    .await;
+    coord
+        .append(vec![mappa_level_set("probation-london", "coord-1", &nominal, 2).sign(s.key("prob-1"))])
+        .await
+        .unwrap();
 
     // Tokens.
-    let no_token = Client::with_channel(tonic::transport::Channel::from_shared(s.endpoint.clone()).unwrap().connect().await.unwrap(), "not-a-jwt").unwrap();
+    let no_token = Client::with_channel(
+        tonic::transport::Channel::from_shared(s.endpoint.clone()).unwrap().connect().await.unwrap(),
+        "not-a-jwt",
+    )
+    .unwrap();
     let mut no_token = no_token;
     let err = no_token.ledger().append(pb::AppendRequest { events: vec![good().sign(met)] }).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
@@ -317,7 +436,10 @@ async fn retries_are_idempotent_and_reused_ids_are_refused(s: TestServer) {
     });
     let err = c.ledger().append(pb::AppendRequest { events: vec![other.sign(met)] }).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{}", err.message());
-    assert!(err.message().contains(&format!("event id {} is already recorded at position {} with other bytes", body.event_id, first[0].position)));
+    assert!(err.message().contains(&format!(
+        "event id {} is already recorded at position {} with other bytes",
+        body.event_id, first[0].position
+    )));
     // A batch mixing a recorded event with a new one.
     let mixed = vec![batch[1].clone(), nominal_registered("met-police", "pc-1").0.sign(met)];
     let err = c.ledger().append(pb::AppendRequest { events: mixed }).await.unwrap_err();
@@ -358,7 +480,9 @@ async fn proofs_verify_on_the_client(s: TestServer) {
         })
         .expect("log key recorded");
     let keys = vec![log_key];
-    let kept = verify_checkpoint(&c.ledger().get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner(), &keys).unwrap();
+    let kept =
+        verify_checkpoint(&c.ledger().get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner(), &keys)
+            .unwrap();
 
     let mut receipts = Vec::new();
     for _ in 0..9 {
@@ -370,7 +494,12 @@ async fn proofs_verify_on_the_client(s: TestServer) {
     assert_eq!(now.size, receipts.last().unwrap().position + 1);
 
     for r in &receipts {
-        let p = c.ledger().get_inclusion_proof(pb::GetInclusionProofRequest { position: r.position, tree_size: 0 }).await.unwrap().into_inner();
+        let p = c
+            .ledger()
+            .get_inclusion_proof(pb::GetInclusionProofRequest { position: r.position, tree_size: 0 })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(p.leaf_hash, r.leaf_hash);
         verify_inclusion(&p, accord_domain::merkle::parse_hash("leaf", &r.leaf_hash).unwrap(), &now).unwrap();
     }
@@ -386,14 +515,30 @@ async fn proofs_verify_on_the_client(s: TestServer) {
     let mut forged = cp_pb.clone();
     forged.note = forged.note.replacen(&format!("\n{}\n", now.size), &format!("\n{}\n", now.size + 1), 1);
     assert!(verify_checkpoint(&forged, &keys).is_err());
-    let mut bad = c.ledger().get_inclusion_proof(pb::GetInclusionProofRequest { position: receipts[0].position, tree_size: 0 }).await.unwrap().into_inner();
+    let mut bad = c
+        .ledger()
+        .get_inclusion_proof(pb::GetInclusionProofRequest { position: receipts[0].position, tree_size: 0 })
+        .await
+        .unwrap()
+        .into_inner();
     bad.hashes[0][0] ^= 1;
-    assert!(verify_inclusion(&bad, accord_domain::merkle::parse_hash("leaf", &receipts[0].leaf_hash).unwrap(), &now).is_err());
+    assert!(
+        verify_inclusion(&bad, accord_domain::merkle::parse_hash("leaf", &receipts[0].leaf_hash).unwrap(), &now)
+            .is_err()
+    );
 
     // Asking beyond the log is NOT_FOUND; a malformed request INVALID_ARGUMENT.
-    let err = c.ledger().get_inclusion_proof(pb::GetInclusionProofRequest { position: 0, tree_size: now.size + 100 }).await.unwrap_err();
+    let err = c
+        .ledger()
+        .get_inclusion_proof(pb::GetInclusionProofRequest { position: 0, tree_size: now.size + 100 })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = c.ledger().get_consistency_proof(pb::GetConsistencyProofRequest { from_size: 0, to_size: 0 }).await.unwrap_err();
+    let err = c
+        .ledger()
+        .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: 0, to_size: 0 })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
@@ -415,7 +560,11 @@ async fn an_agency_revokes_its_own_key(s: TestServer) {
         .subject("key", key)
     };
     // Not another agency's key.
-    let err = admin.ledger().append(pb::AppendRequest { events: vec![revoke("kent-police", "kent-1").sign(s.key("met-1"))] }).await.unwrap_err();
+    let err = admin
+        .ledger()
+        .append(pb::AppendRequest { events: vec![revoke("kent-police", "kent-1").sign(s.key("met-1"))] })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
     assert!(err.message().contains("an agency may revoke only its own keys"), "{}", err.message());
     // An offender manager may not revoke.
@@ -427,7 +576,11 @@ async fn an_agency_revokes_its_own_key(s: TestServer) {
     let (d, _) = nominal_registered("met-police", "pc-1");
     let err = c.ledger().append(pb::AppendRequest { events: vec![d.sign(s.key("met-2"))] }).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains(&format!("signing key met-2 was revoked at position {}", r[0].position)), "{}", err.message());
+    assert!(
+        err.message().contains(&format!("signing key met-2 was revoked at position {}", r[0].position)),
+        "{}",
+        err.message()
+    );
     // The earlier event is still there and still verifies.
     let e = s.store().event_at(before[0].position).await.unwrap();
     accord_domain::signing::verify_body(&s.key("met-2").signing_key().verifying_key(), &e.body, &e.signature).unwrap();
@@ -443,7 +596,12 @@ async fn a_restart_keeps_the_log_and_records_the_registry_once(mut s: TestServer
     s.restart().await;
     assert_eq!(log_size(&s).await, size, "restarting appended registry records again");
     let mut c = s.client("probation-london", "coord-1", &["mappa_coordinator"]).await;
-    let r = c.append(vec![mappa_level_set("probation-london", "coord-1", &nominal, 2).expect_version(0).sign(s.key("prob-1"))]).await.unwrap();
+    let r = c
+        .append(vec![
+            mappa_level_set("probation-london", "coord-1", &nominal, 2).expect_version(0).sign(s.key("prob-1")),
+        ])
+        .await
+        .unwrap();
     assert_eq!((r[0].position, r[0].stream_version), (size, 1));
     accord_server::verify::verify(s.store(), None, |_| {}).await.unwrap();
 }
@@ -452,7 +610,11 @@ async fn health_reports_serving(s: TestServer) {
     use tonic_health::pb::health_check_response::ServingStatus;
     let channel = tonic::transport::Channel::from_shared(s.endpoint.clone()).unwrap().connect().await.unwrap();
     let mut h = tonic_health::pb::health_client::HealthClient::new(channel);
-    let r = h.check(tonic_health::pb::HealthCheckRequest { service: "accord.v1.Ledger".into() }).await.unwrap().into_inner();
+    let r = h
+        .check(tonic_health::pb::HealthCheckRequest { service: "accord.v1.Ledger".into() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(r.status(), ServingStatus::Serving);
     s.stop().await;
 }

@@ -94,7 +94,11 @@ pub struct Issuer {
 
 impl std::fmt::Debug for Issuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Issuer").field("issuer", &self.issuer).field("algorithm", &self.algorithm).field("agencies", &self.agencies).finish_non_exhaustive()
+        f.debug_struct("Issuer")
+            .field("issuer", &self.issuer)
+            .field("algorithm", &self.algorithm)
+            .field("agencies", &self.agencies)
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,10 +113,17 @@ impl Issuer {
         let key = match alg {
             Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
             Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
-            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => {
-                DecodingKey::from_rsa_pem(pem)
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => DecodingKey::from_rsa_pem(pem),
+            _ => {
+                return Err(Error::Config(format!(
+                    "issuer {issuer:?}: algorithm {algorithm} is not allowed, use an asymmetric one"
+                )));
             }
-            _ => return Err(Error::Config(format!("issuer {issuer:?}: algorithm {algorithm} is not allowed, use an asymmetric one"))),
         }
         .map_err(|e| Error::Config(format!("issuer {issuer:?}: public key: {e}")))?;
         if issuer.is_empty() {
@@ -160,10 +171,7 @@ impl Authenticator {
             .map_err(|e| Error::Invalid(format!("malformed token: {e}")))?
             .iss
             .ok_or_else(|| Error::Invalid("token has no iss claim".into()))?;
-        let issuer = self
-            .issuers
-            .get(&iss)
-            .ok_or_else(|| Error::Invalid(format!("issuer {iss:?} is not trusted")))?;
+        let issuer = self.issuers.get(&iss).ok_or_else(|| Error::Invalid(format!("issuer {iss:?} is not trusted")))?;
         let mut v = Validation::new(issuer.algorithm);
         v.set_issuer(&[&issuer.issuer]);
         v.set_audience(&[&self.audience]);
@@ -171,14 +179,13 @@ impl Authenticator {
         v.validate_exp = true;
         v.validate_nbf = true;
         v.leeway = self.leeway_secs;
-        let data = jsonwebtoken::decode::<Claims>(token, &issuer.key, &v)
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &issuer.key, &v).map_err(|e| Error::Invalid(e.to_string()))?;
         let c = data.claims;
         let agency = AgencyId::parse_field("agency claim", c.agency).map_err(|e| Error::Invalid(e.to_string()))?;
-        if let Some(allowed) = &issuer.agencies {
-            if !allowed.contains(&agency) {
-                return Err(Error::Invalid(format!("issuer {iss:?} may not vouch for agency {agency}")));
-            }
+        if let Some(allowed) = &issuer.agencies
+            && !allowed.contains(&agency)
+        {
+            return Err(Error::Invalid(format!("issuer {iss:?} may not vouch for agency {agency}")));
         }
         let user = UserId::parse_field("sub claim", c.sub).map_err(|e| Error::Invalid(e.to_string()))?;
         // A malformed role name is not an error: it simply grants nothing.
@@ -318,7 +325,8 @@ mod tests {
 
         // HS256 "signed" with the issuer's public key as the HMAC secret.
         let public = dev.key.verifying_key().to_bytes();
-        let hs = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims(now), &EncodingKey::from_secret(&public)).unwrap();
+        let hs = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims(now), &EncodingKey::from_secret(&public))
+            .unwrap();
         let err = auth.authenticate(Some(&format!("Bearer {hs}"))).unwrap_err();
         assert!(err.to_string().contains("invalid token"), "{err}");
 

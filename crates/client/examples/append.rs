@@ -10,6 +10,7 @@ use accord_client::{AgencyKey, Client, EventDraft};
 use accord_proto::v1 as pb;
 use prost::Message;
 
+#[allow(clippy::print_stdout)]
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let token = std::env::args().nth(1).ok_or("usage: append <TOKEN> [ENDPOINT]")?;
@@ -38,7 +39,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut client = Client::connect(&endpoint, &token).await?;
     let receipt = client.append(vec![event]).await?.remove(0);
-    println!("recorded {} at position {} (stream version {})", receipt.event_id, receipt.position, receipt.stream_version);
+    println!(
+        "recorded {} at position {} (stream version {})",
+        receipt.event_id, receipt.position, receipt.stream_version
+    );
 
     // Check the receipt without trusting the server: the log's key is recorded in the log itself.
     let log_key = client

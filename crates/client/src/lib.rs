@@ -99,7 +99,8 @@ impl AgencyKey {
 
     /// From a PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), as `accord keygen` writes.
     pub fn from_pem(pem: &str, key_id: &str) -> Result<Self> {
-        let key = SigningKey::from_pkcs8_pem(pem).map_err(|e| Error::Key(format!("not an Ed25519 PKCS#8 PEM key: {e}")))?;
+        let key =
+            SigningKey::from_pkcs8_pem(pem).map_err(|e| Error::Key(format!("not an Ed25519 PKCS#8 PEM key: {e}")))?;
         Self::new(key_id, key)
     }
 
@@ -150,7 +151,14 @@ macro_rules! catalogued {
         }
     )*};
 }
-catalogued!(AgencyRegistered, SigningKeyRegistered, SigningKeyRevoked, LogKeyRegistered, NominalRegistered, MappaLevelSet);
+catalogued!(
+    AgencyRegistered,
+    SigningKeyRegistered,
+    SigningKeyRevoked,
+    LogKeyRegistered,
+    NominalRegistered,
+    MappaLevelSet
+);
 
 /// An event being built. Defaults: a fresh UUIDv7 id, expected version `any`, schema version 1,
 /// occurred now, regime Part 3, classification OFFICIAL-SENSITIVE.
@@ -172,7 +180,9 @@ impl EventDraft {
             body: pb::EventBody {
                 event_id: uuid::Uuid::now_v7().to_string(),
                 stream: stream.to_owned(),
-                expected_version: Some(pb::ExpectedVersion { kind: Some(pb::expected_version::Kind::Any(pb::Empty {})) }),
+                expected_version: Some(pb::ExpectedVersion {
+                    kind: Some(pb::expected_version::Kind::Any(pb::Empty {})),
+                }),
                 event_type: event_type.to_owned(),
                 schema_version: 1,
                 payload,
@@ -210,7 +220,8 @@ impl EventDraft {
 
     /// The stream must not exist yet.
     pub fn no_stream(mut self) -> Self {
-        self.body.expected_version = Some(pb::ExpectedVersion { kind: Some(pb::expected_version::Kind::NoStream(pb::Empty {})) });
+        self.body.expected_version =
+            Some(pb::ExpectedVersion { kind: Some(pb::expected_version::Kind::NoStream(pb::Empty {})) });
         self
     }
 
@@ -276,12 +287,13 @@ impl Client {
             .connect()
             .await
             .map_err(|source| Error::Connect { endpoint: endpoint.to_owned(), source })?;
-        Ok(Self::with_channel(channel, token)?)
+        Self::with_channel(channel, token)
     }
 
     /// Uses an existing channel.
     pub fn with_channel(channel: Channel, token: &str) -> Result<Self> {
-        let value: MetadataValue<_> = format!("Bearer {token}").parse().map_err(|_| Error::Key("token is not valid header text".into()))?;
+        let value: MetadataValue<_> =
+            format!("Bearer {token}").parse().map_err(|_| Error::Key("token is not valid header text".into()))?;
         Ok(Self {
             ledger: pb::ledger_client::LedgerClient::with_interceptor(channel, Bearer(value))
                 .max_decoding_message_size(16 * 1024 * 1024),
@@ -320,7 +332,8 @@ fn hash(field: &str, b: &[u8]) -> Result<Hash> {
 /// Verifies a checkpoint's signature with the log's verifier keys and that its fields match the
 /// signed note.
 pub fn verify_checkpoint(cp: &pb::Checkpoint, verifier_keys: &[String]) -> Result<VerifiedCheckpoint> {
-    let v = accord_domain::checkpoint::verify_checkpoint(&cp.note, verifier_keys).map_err(|e| Error::Verify(e.to_string()))?;
+    let v = accord_domain::checkpoint::verify_checkpoint(&cp.note, verifier_keys)
+        .map_err(|e| Error::Verify(e.to_string()))?;
     if v.size != cp.tree_size || v.root.0.as_slice() != cp.root_hash.as_slice() || v.origin != cp.origin {
         return Err(Error::Verify("checkpoint fields differ from its signed note".into()));
     }
@@ -336,7 +349,8 @@ pub fn verify_recorded_event(e: &pb::RecordedEvent, public_key: &[u8; 32]) -> Re
     let t = e.recorded_at.ok_or_else(|| Error::Verify("recorded_at missing".into()))?;
     let leaf = merkle::Leaf {
         position: e.position,
-        recorded_at: Timestamp::from_parts("recorded_at", t.seconds, t.nanos).map_err(|e| Error::Verify(e.to_string()))?,
+        recorded_at: Timestamp::from_parts("recorded_at", t.seconds, t.nanos)
+            .map_err(|e| Error::Verify(e.to_string()))?,
         stream: &e.stream,
         stream_version: e.stream_version,
         key_id: &signed.key_id,
@@ -355,15 +369,20 @@ pub fn verify_inclusion(p: &pb::InclusionProof, leaf: Hash, cp: &VerifiedCheckpo
     if p.tree_size != cp.size || p.root_hash.as_slice() != cp.root.0.as_slice() {
         return Err(Error::Verify(format!("proof is for tree size {}, checkpoint is {}", p.tree_size, cp.size)));
     }
-    let path = p.hashes.iter().enumerate().map(|(i, h)| hash(&format!("hashes[{i}]"), h)).collect::<Result<Vec<_>>>()?;
+    let path =
+        p.hashes.iter().enumerate().map(|(i, h)| hash(&format!("hashes[{i}]"), h)).collect::<Result<Vec<_>>>()?;
     merkle::verify_inclusion(&path, cp.size, cp.root, p.position, leaf).map_err(|e| Error::Verify(e.to_string()))
 }
 
 /// Checks that the checkpoint `new` extends the checkpoint `old` you kept.
 pub fn verify_consistency(p: &pb::ConsistencyProof, old: &VerifiedCheckpoint, new: &VerifiedCheckpoint) -> Result<()> {
     if p.from_size != old.size || p.to_size != new.size {
-        return Err(Error::Verify(format!("proof is from {} to {}, checkpoints are {} and {}", p.from_size, p.to_size, old.size, new.size)));
+        return Err(Error::Verify(format!(
+            "proof is from {} to {}, checkpoints are {} and {}",
+            p.from_size, p.to_size, old.size, new.size
+        )));
     }
-    let path = p.hashes.iter().enumerate().map(|(i, h)| hash(&format!("hashes[{i}]"), h)).collect::<Result<Vec<_>>>()?;
+    let path =
+        p.hashes.iter().enumerate().map(|(i, h)| hash(&format!("hashes[{i}]"), h)).collect::<Result<Vec<_>>>()?;
     merkle::verify_consistency(&path, new.size, new.root, old.size, old.root).map_err(|e| Error::Verify(e.to_string()))
 }

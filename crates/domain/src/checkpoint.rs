@@ -19,7 +19,10 @@ pub struct LogSigner {
 
 impl std::fmt::Debug for LogSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogSigner").field("origin", &self.origin).field("verifier_key", &self.verifier_key).finish_non_exhaustive()
+        f.debug_struct("LogSigner")
+            .field("origin", &self.origin)
+            .field("verifier_key", &self.verifier_key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -38,10 +41,8 @@ impl LogSigner {
         let pubkey = [&[1u8][..], key.verifying_key().as_bytes()].concat();
         let id = signed_note::key_id(origin, &pubkey);
         let privkey = [&[1u8][..], key.as_bytes()].concat();
-        let skey = format!(
-            "PRIVATE+KEY+{origin}+{id:08x}+{}",
-            base64::engine::general_purpose::STANDARD.encode(privkey)
-        );
+        let skey =
+            format!("PRIVATE+KEY+{origin}+{id:08x}+{}", base64::engine::general_purpose::STANDARD.encode(privkey));
         let signer = StandardSigner::new(&skey).map_err(|e| Error::Signature(format!("log key: {e}")))?;
         let verifier_key = signed_note::new_ed25519_verifier_key(origin, &key.verifying_key());
         Ok(Self { signer, origin: origin.to_owned(), verifier_key })
@@ -59,8 +60,8 @@ impl LogSigner {
 
     /// A signed checkpoint note for a tree of `size` with head `root`.
     pub fn sign(&self, size: u64, root: Hash) -> Result<String> {
-        let cp = Checkpoint::new(&self.origin, size, root, "")
-            .map_err(|e| Error::invalid("checkpoint", e.to_string()))?;
+        let cp =
+            Checkpoint::new(&self.origin, size, root, "").map_err(|e| Error::invalid("checkpoint", e.to_string()))?;
         let mut note = Note::new(&cp.to_bytes(), &[]).map_err(|e| Error::Signature(e.to_string()))?;
         note.add_sigs(&[&self.signer]).map_err(|e| Error::Signature(e.to_string()))?;
         String::from_utf8(note.to_bytes()).map_err(|e| Error::Signature(e.to_string()))
@@ -82,14 +83,11 @@ pub struct VerifiedCheckpoint {
 pub fn verify_checkpoint(note: &str, verifier_keys: &[String]) -> Result<VerifiedCheckpoint> {
     let mut verifiers: Vec<Box<dyn signed_note::Verifier>> = Vec::new();
     for vk in verifier_keys {
-        verifiers.push(Box::new(
-            StandardVerifier::new(vk).map_err(|e| Error::Proof(format!("verifier key {vk:?}: {e}")))?,
-        ));
+        verifiers
+            .push(Box::new(StandardVerifier::new(vk).map_err(|e| Error::Proof(format!("verifier key {vk:?}: {e}")))?));
     }
     let parsed = Note::from_bytes(note.as_bytes()).map_err(|e| Error::Proof(format!("checkpoint note: {e}")))?;
-    parsed
-        .verify(&VerifierList::new(verifiers))
-        .map_err(|e| Error::Proof(format!("checkpoint signature: {e}")))?;
+    parsed.verify(&VerifierList::new(verifiers)).map_err(|e| Error::Proof(format!("checkpoint signature: {e}")))?;
     let cp = Checkpoint::from_bytes(parsed.text()).map_err(|e| Error::Proof(format!("checkpoint text: {e}")))?;
     Ok(VerifiedCheckpoint { origin: cp.origin().to_owned(), size: cp.size(), root: *cp.hash() })
 }

@@ -11,9 +11,7 @@ pub struct Timestamp(pub i64);
 impl Timestamp {
     /// The current time.
     pub fn now() -> Self {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Timestamp(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
     }
 
@@ -113,8 +111,7 @@ pub fn bounded_text(field: &str, value: &str, max: usize) -> Result<()> {
 }
 
 /// The kinds of data subject an event may name.
-pub const SUBJECT_KINDS: &[&str] =
-    &["nominal", "victim", "child", "applicant", "person", "agency", "user", "key"];
+pub const SUBJECT_KINDS: &[&str] = &["nominal", "victim", "child", "applicant", "person", "agency", "user", "key"];
 
 /// A data subject an event concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,15 +234,15 @@ impl EventBody {
             return Err(Error::invalid("subjects", format!("at most {MAX_SUBJECTS}, found {}", self.subjects.len())));
         }
         if self.addressees.len() > MAX_ADDRESSEES {
-            return Err(Error::invalid("addressees", format!("at most {MAX_ADDRESSEES}, found {}", self.addressees.len())));
+            return Err(Error::invalid(
+                "addressees",
+                format!("at most {MAX_ADDRESSEES}, found {}", self.addressees.len()),
+            ));
         }
         // Who may author as the system is an authorisation question (the Ledger refuses the
         // reserved agency); here only the marking must not be borrowed by an agency.
         if self.regime == Regime::System && self.author.agency.as_str() != crate::SYSTEM_AGENCY {
-            return Err(Error::invalid(
-                "regime",
-                "REGIME_SYSTEM is for the server's own registry records only",
-            ));
+            return Err(Error::invalid("regime", "REGIME_SYSTEM is for the server's own registry records only"));
         }
         if self.supersedes == Some(self.event_id) {
             return Err(Error::invalid("supersedes", "an event cannot supersede itself"));

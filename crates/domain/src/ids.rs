@@ -16,19 +16,13 @@ fn check_chars(
         return Err(Error::invalid(field, "must not be empty"));
     }
     if value.len() > max {
-        return Err(Error::invalid(
-            field,
-            format!("must be at most {max} bytes, found {}", value.len()),
-        ));
+        return Err(Error::invalid(field, format!("must be at most {max} bytes, found {}", value.len())));
     }
     if first_letter && !value.starts_with(|c: char| c.is_ascii_alphabetic()) {
         return Err(Error::invalid(field, format!("must start with a letter, found {value:?}")));
     }
     if let Some(c) = value.chars().find(|c| !allowed(*c)) {
-        return Err(Error::invalid(
-            field,
-            format!("may contain only {describe}, found {c:?} in {value:?}"),
-        ));
+        return Err(Error::invalid(field, format!("may contain only {describe}, found {c:?} in {value:?}")));
     }
     Ok(())
 }
@@ -107,7 +101,14 @@ impl EventType {
     /// Parses `value`: dot-separated identifiers, at least a package and a name, at most 200 bytes.
     pub fn parse_field(field: &str, value: impl Into<String>) -> Result<Self> {
         let value = value.into();
-        check_chars(field, &value, 200, true, |c| c.is_ascii_alphanumeric() || c == '.' || c == '_', "letters, digits, '.' and '_'")?;
+        check_chars(
+            field,
+            &value,
+            200,
+            true,
+            |c| c.is_ascii_alphanumeric() || c == '.' || c == '_',
+            "letters, digits, '.' and '_'",
+        )?;
         if !value.contains('.') || value.split('.').any(str::is_empty) {
             return Err(Error::invalid(
                 field,
@@ -196,14 +197,8 @@ mod tests {
 
     #[test]
     fn ids_accept_good_and_refuse_bad_input() {
-        let cases: &[(&str, bool)] = &[
-            ("met-police", true),
-            ("a", true),
-            ("", false),
-            ("Met", false),
-            ("1met", false),
-            ("met police", false),
-        ];
+        let cases: &[(&str, bool)] =
+            &[("met-police", true), ("a", true), ("", false), ("Met", false), ("1met", false), ("met police", false)];
         for (value, ok) in cases {
             assert_eq!(AgencyId::parse(*value).is_ok(), *ok, "{value:?}");
         }
@@ -221,7 +216,10 @@ mod tests {
         let v7 = EventId::new().to_string();
         assert_eq!(EventId::parse(&v7).unwrap().to_string(), v7);
         let err = EventId::parse("6ba7b810-9dad-11d1-80b4-00c04fd430c8").unwrap_err();
-        assert_eq!(err.to_string(), "event_id: must be a UUIDv7, found version 1 in \"6ba7b810-9dad-11d1-80b4-00c04fd430c8\"");
+        assert_eq!(
+            err.to_string(),
+            "event_id: must be a UUIDv7, found version 1 in \"6ba7b810-9dad-11d1-80b4-00c04fd430c8\""
+        );
         assert!(EventId::parse("not-a-uuid").is_err());
     }
 }

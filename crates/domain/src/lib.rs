@@ -6,8 +6,8 @@
 //! service crates convert wire messages into these types, and the store persists what these
 //! functions compute. Everything here is deterministic and tested without a database.
 
-mod error;
 pub mod checkpoint;
+mod error;
 pub mod event;
 pub mod ids;
 pub mod merkle;
@@ -16,8 +16,7 @@ pub mod signing;
 
 pub use error::{Error, Result};
 pub use event::{
-    Author, Classification, EventBody, ExpectedVersion, LegalBasis, Regime, SensitivityTag,
-    Subject, Timestamp,
+    Author, Classification, EventBody, ExpectedVersion, LegalBasis, Regime, SensitivityTag, Subject, Timestamp,
 };
 pub use ids::{AgencyId, EventId, EventType, KeyId, Role, StreamId, UserId};
 

@@ -47,7 +47,17 @@ impl Leaf<'_> {
     /// The canonical leaf bytes (documented in ledger.proto, `RecordedEvent`).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            LEAF_PREFIX.len() + 8 + 8 + 4 + self.stream.len() + 8 + 4 + self.key_id.len() + 4 + self.signature.len() + 32,
+            LEAF_PREFIX.len()
+                + 8
+                + 8
+                + 4
+                + self.stream.len()
+                + 8
+                + 4
+                + self.key_id.len()
+                + 4
+                + self.signature.len()
+                + 32,
         );
         out.extend_from_slice(LEAF_PREFIX);
         out.extend_from_slice(&self.position.to_be_bytes());
@@ -78,9 +88,8 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// Parses a 32-byte hash, naming `field` in the error.
 pub fn parse_hash(field: &str, bytes: &[u8]) -> Result<Hash> {
-    let arr: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| Error::invalid(field, format!("must be 32 bytes, found {}", bytes.len())))?;
+    let arr: [u8; 32] =
+        bytes.try_into().map_err(|_| Error::invalid(field, format!("must be 32 bytes, found {}", bytes.len())))?;
     Ok(Hash(arr))
 }
 
@@ -99,10 +108,7 @@ struct Fetched<'a>(&'a HashMap<u64, Hash>);
 
 impl HashReader for Fetched<'_> {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
-        indexes
-            .iter()
-            .map(|i| self.0.get(i).copied().ok_or(tlog_tiles::Error::IndexesNotInTree))
-            .collect()
+        indexes.iter().map(|i| self.0.get(i).copied().ok_or(tlog_tiles::Error::IndexesNotInTree)).collect()
     }
 }
 

@@ -131,7 +131,7 @@ impl Date {
         let year: u16 = s[0..4].parse().map_err(|_| bad())?;
         let month: u8 = s[5..7].parse().map_err(|_| bad())?;
         let day: u8 = s[8..10].parse().map_err(|_| bad())?;
-        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
         let days = match month {
             1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
             4 | 6 | 9 | 11 => 30,
@@ -257,7 +257,10 @@ pub const LOG_STREAM: &str = "accord-log";
 
 fn expect_stream(body: &EventBody, want: &str) -> Result<()> {
     if body.stream.as_str() != want {
-        return Err(Error::invalid("stream", format!("must be {want:?} for {}, found {:?}", body.event_type, body.stream.as_str())));
+        return Err(Error::invalid(
+            "stream",
+            format!("must be {want:?} for {}, found {:?}", body.event_type, body.stream.as_str()),
+        ));
     }
     Ok(())
 }
@@ -266,16 +269,18 @@ fn expect_system(body: &EventBody) -> Result<()> {
     if body.author.agency.as_str() != SYSTEM_AGENCY || body.author.role.as_str() != SYSTEM_ROLE {
         return Err(Error::invalid(
             "author",
-            format!("{} is written only by the server itself, found agency {:?}", body.event_type, body.author.agency.as_str()),
+            format!(
+                "{} is written only by the server itself, found agency {:?}",
+                body.event_type,
+                body.author.agency.as_str()
+            ),
         ));
     }
     Ok(())
 }
 
 fn nominal_uuid(field: &str, id: &str) -> Result<()> {
-    uuid::Uuid::try_parse(id)
-        .map(drop)
-        .map_err(|_| Error::invalid(field, format!("must be a UUID, found {id:?}")))
+    uuid::Uuid::try_parse(id).map(drop).map_err(|_| Error::invalid(field, format!("must be a UUID, found {id:?}")))
 }
 
 fn expect_subject(body: &EventBody, kind: &str, id: &str) -> Result<()> {
@@ -321,7 +326,10 @@ impl Payload {
                 if !by_system && body.author.agency != p.agency_id {
                     return Err(Error::invalid(
                         "payload.agency_id",
-                        format!("an agency may revoke only its own keys: author is {}, key belongs to {}", body.author.agency, p.agency_id),
+                        format!(
+                            "an agency may revoke only its own keys: author is {}, key belongs to {}",
+                            body.author.agency, p.agency_id
+                        ),
                     ));
                 }
                 expect_stream(body, &agency_stream(&p.agency_id))?;
@@ -345,10 +353,16 @@ impl Payload {
                 let dob = Date::parse("payload.date_of_birth", &p.date_of_birth)?;
                 let occurred_day = body.occurred_at.micros().div_euclid(86_400_000_000);
                 if dob.days_since_epoch() > occurred_day {
-                    return Err(Error::invalid("payload.date_of_birth", format!("must not be after the event, found {}", p.date_of_birth)));
+                    return Err(Error::invalid(
+                        "payload.date_of_birth",
+                        format!("must not be after the event, found {}", p.date_of_birth),
+                    ));
                 }
                 if p.mappa_category > 4 {
-                    return Err(Error::invalid("payload.mappa_category", format!("must be 0 (none) or 1 to 4, found {}", p.mappa_category)));
+                    return Err(Error::invalid(
+                        "payload.mappa_category",
+                        format!("must be 0 (none) or 1 to 4, found {}", p.mappa_category),
+                    ));
                 }
                 AgencyId::parse_field("payload.lead_agency", p.lead_agency.clone())?;
                 bounded_text("payload.nominal_manager", &p.nominal_manager, 128)?;
@@ -359,7 +373,10 @@ impl Payload {
                 expect_stream(body, &format!("nominal-{}", p.nominal_id))?;
                 expect_subject(body, "nominal", &p.nominal_id)?;
                 if !(1..=3).contains(&p.level) {
-                    return Err(Error::invalid("payload.level", format!("MAPPA level must be 1 to 3, found {}", p.level)));
+                    return Err(Error::invalid(
+                        "payload.level",
+                        format!("MAPPA level must be 1 to 3, found {}", p.level),
+                    ));
                 }
                 bounded_text("payload.decided_by", &p.decided_by, 128)?;
                 bounded_text("payload.rationale", &p.rationale, 4000)

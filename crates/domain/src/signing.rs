@@ -47,8 +47,7 @@ pub fn parse_public_key(field: &str, bytes: &[u8]) -> Result<VerifyingKey> {
     let arr: [u8; 32] = bytes.try_into().map_err(|_| {
         Error::invalid(field, format!("must be a 32-byte Ed25519 public key, found {} bytes", bytes.len()))
     })?;
-    let key = VerifyingKey::from_bytes(&arr)
-        .map_err(|_| Error::invalid(field, "is not a valid Ed25519 point"))?;
+    let key = VerifyingKey::from_bytes(&arr).map_err(|_| Error::invalid(field, "is not a valid Ed25519 point"))?;
     if key.is_weak() {
         return Err(Error::invalid(field, "is a weak (small-order) Ed25519 key"));
     }
@@ -62,8 +61,10 @@ mod tests {
     #[test]
     fn pae_matches_the_dsse_specification_example() {
         // From the DSSE protocol document.
-        assert_eq!(pae("http://example.com/HelloWorld", b"hello world"),
-            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec());
+        assert_eq!(
+            pae("http://example.com/HelloWorld", b"hello world"),
+            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec()
+        );
         assert_eq!(pae("", b""), b"DSSEv1 0  0 ".to_vec());
     }
 

@@ -12,8 +12,7 @@ pub mod v1 {
 }
 
 /// The encoded `FileDescriptorSet` of every Accord .proto file, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/accord_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/accord_descriptor.bin"));
 
 /// DSSE payload type of an Accord event body.
 pub const EVENT_PAYLOAD_TYPE: &str = "application/vnd.accord.event+protobuf";

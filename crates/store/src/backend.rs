@@ -23,7 +23,8 @@ pub(crate) fn to_u64(v: i64, what: &str) -> Result<u64> {
 }
 
 pub(crate) fn to_hash(v: Vec<u8>, what: &str) -> Result<Hash> {
-    let a: [u8; 32] = v.try_into().map_err(|v: Vec<u8>| Error::Corrupt(format!("{what} has {} bytes, not 32", v.len())))?;
+    let a: [u8; 32] =
+        v.try_into().map_err(|v: Vec<u8>| Error::Corrupt(format!("{what} has {} bytes, not 32", v.len())))?;
     Ok(Hash(a))
 }
 

@@ -256,10 +256,10 @@ impl Store {
                 .connect(url)
                 .await
                 .map_err(error::db("connecting to PostgreSQL"))?;
-            POSTGRES_MIGRATOR.run(&pool).await.map_err(|e| Error::Database {
-                context: "migrating PostgreSQL",
-                source: Arc::new(e),
-            })?;
+            POSTGRES_MIGRATOR
+                .run(&pool)
+                .await
+                .map_err(|e| Error::Database { context: "migrating PostgreSQL", source: Arc::new(e) })?;
             Db::Postgres(pool)
         } else {
             let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
@@ -277,10 +277,10 @@ impl Store {
                 .connect_with(opts)
                 .await
                 .map_err(error::db("opening SQLite"))?;
-            SQLITE_MIGRATOR.run(&pool).await.map_err(|e| Error::Database {
-                context: "migrating SQLite",
-                source: Arc::new(e),
-            })?;
+            SQLITE_MIGRATOR
+                .run(&pool)
+                .await
+                .map_err(|e| Error::Database { context: "migrating SQLite", source: Arc::new(e) })?;
             Db::Sqlite(pool)
         };
         let size = dispatch!(&db, |q, pool| q::head(pool).await)?.size;
@@ -312,15 +312,14 @@ impl Store {
             return Err(Error::Invalid("a batch needs at least one event".into()));
         }
         if events.len() > MAX_BATCH_EVENTS {
-            return Err(Error::Invalid(format!("a batch may hold at most {MAX_BATCH_EVENTS} events, found {}", events.len())));
+            return Err(Error::Invalid(format!(
+                "a batch may hold at most {MAX_BATCH_EVENTS} events, found {}",
+                events.len()
+            )));
         }
-        let sender = self
-            .inner
-            .sequencer
-            .lock()
-            .expect("sequencer lock")
-            .clone()
-            .ok_or_else(|| Error::Unavailable("the log is not accepting appends (read-only or shutting down)".into()))?;
+        let sender = self.inner.sequencer.lock().expect("sequencer lock").clone().ok_or_else(|| {
+            Error::Unavailable("the log is not accepting appends (read-only or shutting down)".into())
+        })?;
         let (reply, rx) = oneshot::channel();
         sender
             .send(sequencer::Request { events, reply })
@@ -364,8 +363,15 @@ impl Store {
     }
 
     /// Events of `stream` from `from_version` in version order, at most `limit`.
-    pub async fn read_stream(&self, stream: &StreamId, from_version: u64, limit: u32, visibility: &Visibility) -> Result<Page> {
-        dispatch!(&self.inner.db, |q, pool| q::read_stream(pool, stream.as_str(), from_version, limit, visibility).await)
+    pub async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: u32,
+        visibility: &Visibility,
+    ) -> Result<Page> {
+        dispatch!(&self.inner.db, |q, pool| q::read_stream(pool, stream.as_str(), from_version, limit, visibility)
+            .await)
     }
 
     /// Stored Merkle hashes with indexes in `[from, to)`, in index order (for verification).
@@ -374,7 +380,11 @@ impl Store {
     }
 
     async fn hashes(&self, indexes: &[u64]) -> Result<HashMap<u64, Hash>> {
-        let found = dispatch!(&self.inner.db, |q, pool| q::hashes(&mut *pool.acquire().await.map_err(error::db("acquiring a connection"))?, indexes).await)?;
+        let found = dispatch!(&self.inner.db, |q, pool| q::hashes(
+            &mut *pool.acquire().await.map_err(error::db("acquiring a connection"))?,
+            indexes
+        )
+        .await)?;
         if let Some(missing) = indexes.iter().find(|i| !found.contains_key(i)) {
             return Err(Error::Corrupt(format!("merkle hash {missing} is missing")));
         }

@@ -66,11 +66,20 @@ fn register_key(t: &mut State, e: &NewEvent, position: u64) -> Result<()> {
         return Ok(());
     };
     if let Some(k) = t.keys.get(key_id.as_str()) {
-        return Err(Error::Duplicate(format!("signing key {key_id} is already registered (at position {})", k.registered_at)));
+        return Err(Error::Duplicate(format!(
+            "signing key {key_id} is already registered (at position {})",
+            k.registered_at
+        )));
     }
     let public_key = ed25519_dalek::VerifyingKey::from_bytes(public_key)
         .map_err(|_| Error::Invalid(format!("signing key {key_id}: not a valid Ed25519 point")))?;
-    let k = KeyRecord { key_id: key_id.to_string(), agency: agency.to_string(), public_key, registered_at: position, revoked_at: None };
+    let k = KeyRecord {
+        key_id: key_id.to_string(),
+        agency: agency.to_string(),
+        public_key,
+        registered_at: position,
+        revoked_at: None,
+    };
     t.keys.insert(k.key_id.clone(), k.clone());
     t.new_keys.push(k);
     Ok(())
@@ -85,12 +94,12 @@ fn decide(s: &mut State, snap: &Snapshot, recorded_at: Timestamp, events: &[NewE
         }
     }
     // Idempotency: a request is either a resend of recorded events or wholly new.
-    let prior: Vec<Option<&RecordedEvent>> = events
-        .iter()
-        .map(|e| snap.existing.get(&e.event_id).or_else(|| s.planned.get(&e.event_id)))
-        .collect();
+    let prior: Vec<Option<&RecordedEvent>> =
+        events.iter().map(|e| snap.existing.get(&e.event_id).or_else(|| s.planned.get(&e.event_id))).collect();
     if let Some((e, r)) = events.iter().zip(&prior).find_map(|(e, r)| r.map(|r| (e, r))) {
-        if let Some((e, r)) = events.iter().zip(&prior).find_map(|(e, r)| r.filter(|r| !same_bytes(e, r)).map(|r| (e, r))) {
+        if let Some((e, r)) =
+            events.iter().zip(&prior).find_map(|(e, r)| r.filter(|r| !same_bytes(e, r)).map(|r| (e, r)))
+        {
             return Err(Error::Duplicate(format!(
                 "event id {} is already recorded at position {} with other bytes",
                 e.event_id, r.position
@@ -111,10 +120,12 @@ fn decide(s: &mut State, snap: &Snapshot, recorded_at: Timestamp, events: &[NewE
         let position = t.size;
         // Bootstrap: the server's own key registers itself (the very first event of a log, and
         // after the server's key is rotated). Only the server authors `accord` events.
-        if let RegistryEffect::RegisterKey { key_id, agency, .. } = &e.effect {
-            if key_id == &e.key_id && agency == &e.author_agency && agency.as_str() == accord_domain::SYSTEM_AGENCY {
-                register_key(&mut t, e, position)?;
-            }
+        if let RegistryEffect::RegisterKey { key_id, agency, .. } = &e.effect
+            && key_id == &e.key_id
+            && agency == &e.author_agency
+            && agency.as_str() == accord_domain::SYSTEM_AGENCY
+        {
+            register_key(&mut t, e, position)?;
         }
         let key = t
             .keys
@@ -134,7 +145,9 @@ fn decide(s: &mut State, snap: &Snapshot, recorded_at: Timestamp, events: &[NewE
         match &e.effect {
             RegistryEffect::None => {}
             RegistryEffect::RegisterKey { key_id, .. } => {
-                if key_id != &e.key_id || !t.new_keys.iter().any(|k| k.key_id == key_id.as_str() && k.registered_at == position) {
+                if key_id != &e.key_id
+                    || !t.new_keys.iter().any(|k| k.key_id == key_id.as_str() && k.registered_at == position)
+                {
                     register_key(&mut t, e, position)?;
                 }
             }
@@ -144,7 +157,10 @@ fn decide(s: &mut State, snap: &Snapshot, recorded_at: Timestamp, events: &[NewE
                     .get_mut(key_id.as_str())
                     .ok_or_else(|| Error::NotFound(format!("signing key {key_id} is not registered")))?;
                 if k.agency != agency.as_str() {
-                    return Err(Error::Invalid(format!("signing key {key_id} belongs to agency {}, not {agency}", k.agency)));
+                    return Err(Error::Invalid(format!(
+                        "signing key {key_id} belongs to agency {}, not {agency}",
+                        k.agency
+                    )));
                 }
                 if let Some(at) = k.revoked_at {
                     return Err(Error::Duplicate(format!("signing key {key_id} was already revoked at position {at}")));
@@ -196,7 +212,14 @@ pub(crate) fn plan(snap: &Snapshot, frontier: Frontier, now: Timestamp, requests
         revocations: Vec::new(),
     };
     let outcomes = requests.iter().map(|events| decide(&mut s, snap, recorded_at, events)).collect();
-    Plan { outcomes, events: s.events, hashes: s.hashes, new_keys: s.new_keys, revocations: s.revocations, frontier: s.frontier }
+    Plan {
+        outcomes,
+        events: s.events,
+        hashes: s.hashes,
+        new_keys: s.new_keys,
+        revocations: s.revocations,
+        frontier: s.frontier,
+    }
 }
 
 /// One round against one backend. Generated for both, like the queries.
@@ -226,7 +249,8 @@ macro_rules! round {
             streams.dedup();
             let mut key_ids: Vec<&str> = requests.iter().flat_map(|r| r.iter().map(|e| e.key_id.as_str())).collect();
             for r in requests.iter().flat_map(|r| r.iter()) {
-                if let RegistryEffect::RegisterKey { key_id, .. } | RegistryEffect::RevokeKey { key_id, .. } = &r.effect {
+                if let RegistryEffect::RegisterKey { key_id, .. } | RegistryEffect::RevokeKey { key_id, .. } = &r.effect
+                {
                     key_ids.push(key_id.as_str());
                 }
             }
@@ -246,7 +270,8 @@ macro_rules! round {
             }
             let size = plan.frontier.size();
             let root = plan.frontier.root();
-            let cp = SignedCheckpoint { tree_size: size, root, note: signer.sign(size, root)?, signed_at: Timestamp::now() };
+            let cp =
+                SignedCheckpoint { tree_size: size, root, note: signer.sign(size, root)?, signed_at: Timestamp::now() };
             q::insert(&mut *tx, &plan, &cp).await?;
             tx.commit().await.map_err(crate::error::db("committing appended events"))?;
             *cached = Some(plan.frontier.clone());

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use accord_domain::checkpoint::{LogSigner, verify_checkpoint};
 use accord_domain::merkle::{self, Frontier};
 use accord_domain::payload::RegistryEffect;
-use accord_domain::{AgencyId, EventId, EventType, ExpectedVersion, KeyId, StreamId, SYSTEM_AGENCY};
+use accord_domain::{AgencyId, EventId, EventType, ExpectedVersion, KeyId, SYSTEM_AGENCY, StreamId};
 use accord_store::{Error, NewEvent, Options, Store, Visibility};
 use ed25519_dalek::SigningKey;
 
@@ -108,7 +108,7 @@ async fn check_tree(f: &Fixture) {
     assert_eq!(f.store.root(n).await.unwrap(), fr.root());
     let cp = f.store.latest_checkpoint().await.unwrap().unwrap();
     assert_eq!(cp.tree_size, n);
-    let v = verify_checkpoint(&cp.note, &[f.verifier_key.clone()]).unwrap();
+    let v = verify_checkpoint(&cp.note, std::slice::from_ref(&f.verifier_key)).unwrap();
     assert_eq!((v.size, v.root), (n, fr.root()));
     for c in f.store.checkpoints(0, 10_000).await.unwrap() {
         assert_eq!(c.root, roots[c.tree_size as usize - 1], "checkpoint {}", c.tree_size);
@@ -116,7 +116,11 @@ async fn check_tree(f: &Fixture) {
 }
 
 async fn appends_get_gap_free_positions_and_read_back(f: Fixture) {
-    let r = f.store.append(vec![police("nominal-a", ExpectedVersion::NoStream), police("nominal-a", ExpectedVersion::Exact(0))]).await.unwrap();
+    let r = f
+        .store
+        .append(vec![police("nominal-a", ExpectedVersion::NoStream), police("nominal-a", ExpectedVersion::Exact(0))])
+        .await
+        .unwrap();
     assert_eq!((r[0].position, r[0].stream_version), (2, 0));
     assert_eq!((r[1].position, r[1].stream_version), (3, 1));
     let r2 = f.store.append(vec![police("nominal-b", ExpectedVersion::Any)]).await.unwrap();
@@ -147,7 +151,9 @@ async fn expected_version_conflicts_write_nothing(f: Fixture) {
         }
     }
     match f.store.append(vec![police("nominal-new", ExpectedVersion::Exact(0))]).await {
-        Err(Error::Conflict(m)) => assert_eq!(m, "stream nominal-new: expected stream version 0, stream does not exist"),
+        Err(Error::Conflict(m)) => {
+            assert_eq!(m, "stream nominal-new: expected stream version 0, stream does not exist")
+        }
         other => panic!("{other:?}"),
     }
     // An atomic batch whose second event conflicts records neither.
@@ -158,7 +164,14 @@ async fn expected_version_conflicts_write_nothing(f: Fixture) {
         .unwrap_err();
     assert!(matches!(err, Error::Conflict(_)));
     assert_eq!(f.store.log_size().await.unwrap(), size);
-    assert!(f.store.read_stream(&StreamId::parse("nominal-c").unwrap(), 0, 10, &Visibility::All).await.unwrap().events.is_empty());
+    assert!(
+        f.store
+            .read_stream(&StreamId::parse("nominal-c").unwrap(), 0, 10, &Visibility::All)
+            .await
+            .unwrap()
+            .events
+            .is_empty()
+    );
     check_tree(&f).await;
 }
 
@@ -186,17 +199,25 @@ async fn retries_are_idempotent_and_reused_ids_refused(f: Fixture) {
 async fn keys_are_checked_at_recording_time(f: Fixture) {
     let before = f.store.append(vec![police("nominal-a", ExpectedVersion::Any)]).await.unwrap();
     // Unknown key, and a key of another agency.
-    assert!(matches!(f.store.append(vec![ev("nominal-a", ExpectedVersion::Any, "met-police", "nope")]).await, Err(Error::KeyRefused(_))));
+    assert!(matches!(
+        f.store.append(vec![ev("nominal-a", ExpectedVersion::Any, "met-police", "nope")]).await,
+        Err(Error::KeyRefused(_))
+    ));
     match f.store.append(vec![ev("nominal-a", ExpectedVersion::Any, "kent-police", "k1")]).await {
         Err(Error::KeyRefused(m)) => assert_eq!(m, "signing key k1 belongs to agency met-police, not kent-police"),
         r => panic!("{r:?}"),
     }
     // Revoke k1 (by the agency itself, signed with k1) and use it in the same round: refused.
     let mut revoke = police("agency-met-police", ExpectedVersion::Any);
-    revoke.effect = RegistryEffect::RevokeKey { key_id: KeyId::parse("k1").unwrap(), agency: AgencyId::parse("met-police").unwrap() };
+    revoke.effect = RegistryEffect::RevokeKey {
+        key_id: KeyId::parse("k1").unwrap(),
+        agency: AgencyId::parse("met-police").unwrap(),
+    };
     let revoked = f.store.append(vec![revoke]).await.unwrap();
     match f.store.append(vec![police("nominal-a", ExpectedVersion::Any)]).await {
-        Err(Error::KeyRefused(m)) => assert_eq!(m, format!("signing key k1 was revoked at position {}", revoked[0].position)),
+        Err(Error::KeyRefused(m)) => {
+            assert_eq!(m, format!("signing key k1 was revoked at position {}", revoked[0].position))
+        }
         r => panic!("{r:?}"),
     }
     let k = f.store.keys().await.unwrap().into_iter().find(|k| k.key_id == "k1").unwrap();
@@ -241,7 +262,9 @@ async fn concurrent_appends_stay_gap_free_and_readers_never_see_gaps(f: Fixture)
     let mut racers = Vec::new();
     for _ in 0..4 {
         let store = f.store.clone();
-        racers.push(tokio::spawn(async move { store.append(vec![police("nominal-race", ExpectedVersion::NoStream)]).await }));
+        racers.push(tokio::spawn(async move {
+            store.append(vec![police("nominal-race", ExpectedVersion::NoStream)]).await
+        }));
     }
     for t in tasks {
         t.await.unwrap();
@@ -269,7 +292,12 @@ async fn two_processes_share_one_log(f: Fixture) {
     for (i, s) in [f.store.clone(), other.clone()].into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             for j in 0..30 {
-                s.append(vec![police(&format!("nominal-p{i}"), ExpectedVersion::Any), police(&format!("nominal-q{j}"), ExpectedVersion::Any)]).await.unwrap();
+                s.append(vec![
+                    police(&format!("nominal-p{i}"), ExpectedVersion::Any),
+                    police(&format!("nominal-q{j}"), ExpectedVersion::Any),
+                ])
+                .await
+                .unwrap();
             }
         }));
     }
@@ -330,7 +358,10 @@ async fn log_tables_refuse_update_and_delete(f: Fixture) {
 async fn reopening_continues_the_same_log(f: Fixture) {
     f.store.append(vec![police("nominal-a", ExpectedVersion::Any)]).await.unwrap();
     f.store.shutdown().await;
-    assert!(matches!(f.store.append(vec![police("nominal-a", ExpectedVersion::Any)]).await, Err(Error::Unavailable(_))));
+    assert!(matches!(
+        f.store.append(vec![police("nominal-a", ExpectedVersion::Any)]).await,
+        Err(Error::Unavailable(_))
+    ));
     let again = open(&f.url).await;
     let r = again.append(vec![police("nominal-a", ExpectedVersion::Exact(0))]).await.unwrap();
     assert_eq!((r[0].position, r[0].stream_version), (3, 1));

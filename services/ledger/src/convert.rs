@@ -3,8 +3,8 @@
 
 use accord_domain::payload::{self, AgencyKind, Payload, types};
 use accord_domain::{
-    AgencyId, Author, Classification, Error, EventBody, EventId, EventType, ExpectedVersion, KeyId,
-    LegalBasis, Regime, Result, Role, SensitivityTag, StreamId, Subject, Timestamp, UserId,
+    AgencyId, Author, Classification, Error, EventBody, EventId, EventType, ExpectedVersion, KeyId, LegalBasis, Regime,
+    Result, Role, SensitivityTag, StreamId, Subject, Timestamp, UserId,
 };
 use accord_proto::v1 as pb;
 use prost::Message;
@@ -60,12 +60,25 @@ pub fn event_body(p: &str, bytes: &[u8]) -> Result<EventBody> {
         Ok(pb::Regime::Part3) => Regime::Part3,
         Ok(pb::Regime::UkGdpr) => Regime::UkGdpr,
         Ok(pb::Regime::System) => Regime::System,
-        _ => return Err(Error::invalid(at(p, "regime"), format!("must be REGIME_PART3 or REGIME_UK_GDPR, found {}", b.regime))),
+        _ => {
+            return Err(Error::invalid(
+                at(p, "regime"),
+                format!("must be REGIME_PART3 or REGIME_UK_GDPR, found {}", b.regime),
+            ));
+        }
     };
     let classification = match pb::Classification::try_from(b.classification) {
         Ok(pb::Classification::Official) => Classification::Official,
         Ok(pb::Classification::OfficialSensitive) => Classification::OfficialSensitive,
-        _ => return Err(Error::invalid(at(p, "classification"), format!("must be CLASSIFICATION_OFFICIAL or CLASSIFICATION_OFFICIAL_SENSITIVE, found {}", b.classification))),
+        _ => {
+            return Err(Error::invalid(
+                at(p, "classification"),
+                format!(
+                    "must be CLASSIFICATION_OFFICIAL or CLASSIFICATION_OFFICIAL_SENSITIVE, found {}",
+                    b.classification
+                ),
+            ));
+        }
     };
     let sensitivity = b
         .sensitivity
@@ -118,9 +131,8 @@ pub fn event_body(p: &str, bytes: &[u8]) -> Result<EventBody> {
 }
 
 fn decode<M: Message + Default>(p: &str, body: &EventBody) -> Result<M> {
-    M::decode(body.payload.as_slice()).map_err(|e| {
-        Error::invalid(at(p, "payload"), format!("is not a protobuf {}: {e}", body.event_type))
-    })
+    M::decode(body.payload.as_slice())
+        .map_err(|e| Error::invalid(at(p, "payload"), format!("is not a protobuf {}: {e}", body.event_type)))
 }
 
 fn agency_kind(field: &str, k: i32) -> Result<AgencyKind> {

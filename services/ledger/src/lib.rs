@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use accord_auth::{Authenticator, Principal};
-use accord_domain::{AgencyId, KeyId, StreamId, SYSTEM_AGENCY};
+use accord_domain::{AgencyId, KeyId, SYSTEM_AGENCY, StreamId};
 use accord_proto::v1 as pb;
 use accord_store::{NewEvent, Store, Visibility};
 use futures::Stream;
@@ -45,7 +45,10 @@ pub enum Writer<'a> {
 pub async fn prepare(store: &Store, writer: Writer<'_>, index: usize, signed: pb::SignedEvent) -> Result<NewEvent> {
     let p = format!("events[{index}]");
     if signed.body.len() > MAX_BODY_BYTES {
-        return Err(Error::TooLarge(format!("{p}.body: must be at most {MAX_BODY_BYTES} bytes, found {}", signed.body.len())));
+        return Err(Error::TooLarge(format!(
+            "{p}.body: must be at most {MAX_BODY_BYTES} bytes, found {}",
+            signed.body.len()
+        )));
     }
     let key_id = KeyId::parse_field(&format!("{p}.key_id"), signed.key_id)?;
     let body = convert::event_body(&format!("{p}.body"), &signed.body)?;
@@ -53,7 +56,9 @@ pub async fn prepare(store: &Store, writer: Writer<'_>, index: usize, signed: pb
     match writer {
         Writer::Caller(who) => {
             if body.author.agency.as_str() == SYSTEM_AGENCY {
-                return Err(Error::Denied(format!("{p}.body.author.agency: {SYSTEM_AGENCY:?} is reserved for the server's own records")));
+                return Err(Error::Denied(format!(
+                    "{p}.body.author.agency: {SYSTEM_AGENCY:?} is reserved for the server's own records"
+                )));
             }
             if body.author.agency != who.agency {
                 return Err(Error::Denied(format!(
@@ -76,7 +81,9 @@ pub async fn prepare(store: &Store, writer: Writer<'_>, index: usize, signed: pb
         }
         Writer::System => {
             if body.author.agency.as_str() != SYSTEM_AGENCY || body.regime != accord_domain::Regime::System {
-                return Err(Error::Invalid(format!("{p}: system records are authored by {SYSTEM_AGENCY:?} under REGIME_SYSTEM")));
+                return Err(Error::Invalid(format!(
+                    "{p}: system records are authored by {SYSTEM_AGENCY:?} under REGIME_SYSTEM"
+                )));
             }
         }
     }
@@ -143,11 +150,16 @@ pub async fn prepare_batch(store: &Store, writer: Writer<'_>, events: Vec<pb::Si
         return Err(Error::Invalid("events: must hold at least one event".into()));
     }
     if events.len() > MAX_EVENTS {
-        return Err(Error::TooLarge(format!("events: at most {MAX_EVENTS} events per request, found {}", events.len())));
+        return Err(Error::TooLarge(format!(
+            "events: at most {MAX_EVENTS} events per request, found {}",
+            events.len()
+        )));
     }
     let total: usize = events.iter().map(|e| e.body.len()).sum();
     if total > MAX_REQUEST_BYTES {
-        return Err(Error::TooLarge(format!("events: at most {MAX_REQUEST_BYTES} bytes of bodies per request, found {total}")));
+        return Err(Error::TooLarge(format!(
+            "events: at most {MAX_REQUEST_BYTES} bytes of bodies per request, found {total}"
+        )));
     }
     let mut out = Vec::with_capacity(events.len());
     for (i, e) in events.into_iter().enumerate() {
@@ -172,8 +184,7 @@ impl Ledger {
 
     /// The tonic server for this service.
     pub fn into_server(self) -> pb::ledger_server::LedgerServer<Self> {
-        pb::ledger_server::LedgerServer::new(self)
-            .max_decoding_message_size(MAX_REQUEST_BYTES + 1024 * 1024)
+        pb::ledger_server::LedgerServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES + 1024 * 1024)
     }
 
     fn authenticate<T>(&self, req: &Request<T>) -> Result<Principal> {
@@ -208,7 +219,10 @@ type EventStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::RecordedEve
 #[tonic::async_trait]
 impl pb::ledger_server::Ledger for Ledger {
     #[tracing::instrument(skip_all, fields(events = req.get_ref().events.len(), agency, first_position))]
-    async fn append(&self, req: Request<pb::AppendRequest>) -> std::result::Result<Response<pb::AppendResponse>, Status> {
+    async fn append(
+        &self,
+        req: Request<pb::AppendRequest>,
+    ) -> std::result::Result<Response<pb::AppendResponse>, Status> {
         let who = self.authenticate(&req)?;
         tracing::Span::current().record("agency", who.agency.as_str());
         let events = prepare_batch(&self.store, Writer::Caller(&who), req.into_inner().events).await?;
@@ -220,11 +234,18 @@ impl pb::ledger_server::Ledger for Ledger {
     }
 
     #[tracing::instrument(skip_all, fields(stream = %req.get_ref().stream))]
-    async fn read_stream(&self, req: Request<pb::ReadStreamRequest>) -> std::result::Result<Response<pb::ReadResponse>, Status> {
+    async fn read_stream(
+        &self,
+        req: Request<pb::ReadStreamRequest>,
+    ) -> std::result::Result<Response<pb::ReadResponse>, Status> {
         let who = self.authenticate(&req)?;
         let r = req.into_inner();
         let stream = StreamId::parse_field("stream", r.stream).map_err(Error::from)?;
-        let page = self.store.read_stream(&stream, r.from_version, limit(r.limit)?, &visibility(&who)).await.map_err(Error::from)?;
+        let page = self
+            .store
+            .read_stream(&stream, r.from_version, limit(r.limit)?, &visibility(&who))
+            .await
+            .map_err(Error::from)?;
         Ok(Response::new(pb::ReadResponse {
             log_size: page.log_size,
             next: page.next,
@@ -233,10 +254,14 @@ impl pb::ledger_server::Ledger for Ledger {
     }
 
     #[tracing::instrument(skip_all, fields(from = req.get_ref().from_position))]
-    async fn read_all(&self, req: Request<pb::ReadAllRequest>) -> std::result::Result<Response<pb::ReadResponse>, Status> {
+    async fn read_all(
+        &self,
+        req: Request<pb::ReadAllRequest>,
+    ) -> std::result::Result<Response<pb::ReadResponse>, Status> {
         let who = self.authenticate(&req)?;
         let r = req.into_inner();
-        let page = self.store.read_all(r.from_position, limit(r.limit)?, &visibility(&who)).await.map_err(Error::from)?;
+        let page =
+            self.store.read_all(r.from_position, limit(r.limit)?, &visibility(&who)).await.map_err(Error::from)?;
         Ok(Response::new(pb::ReadResponse {
             log_size: page.log_size,
             next: page.next,
@@ -247,7 +272,10 @@ impl pb::ledger_server::Ledger for Ledger {
     type SubscribeStream = EventStream;
 
     #[tracing::instrument(skip_all, fields(from = req.get_ref().from_position))]
-    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> std::result::Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> std::result::Result<Response<Self::SubscribeStream>, Status> {
         let who = self.authenticate(&req)?;
         let vis = visibility(&who);
         let store = self.store.clone();
@@ -284,7 +312,10 @@ impl pb::ledger_server::Ledger for Ledger {
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
-    async fn get_checkpoint(&self, req: Request<pb::GetCheckpointRequest>) -> std::result::Result<Response<pb::Checkpoint>, Status> {
+    async fn get_checkpoint(
+        &self,
+        req: Request<pb::GetCheckpointRequest>,
+    ) -> std::result::Result<Response<pb::Checkpoint>, Status> {
         self.authenticate(&req)?;
         let cp = self
             .store
@@ -295,7 +326,10 @@ impl pb::ledger_server::Ledger for Ledger {
         Ok(Response::new(convert::checkpoint(cp, &self.origin)))
     }
 
-    async fn get_inclusion_proof(&self, req: Request<pb::GetInclusionProofRequest>) -> std::result::Result<Response<pb::InclusionProof>, Status> {
+    async fn get_inclusion_proof(
+        &self,
+        req: Request<pb::GetInclusionProofRequest>,
+    ) -> std::result::Result<Response<pb::InclusionProof>, Status> {
         self.authenticate(&req)?;
         let r = req.into_inner();
         let size = if r.tree_size == 0 { self.latest_size().await? } else { r.tree_size };
@@ -310,7 +344,10 @@ impl pb::ledger_server::Ledger for Ledger {
         }))
     }
 
-    async fn get_consistency_proof(&self, req: Request<pb::GetConsistencyProofRequest>) -> std::result::Result<Response<pb::ConsistencyProof>, Status> {
+    async fn get_consistency_proof(
+        &self,
+        req: Request<pb::GetConsistencyProofRequest>,
+    ) -> std::result::Result<Response<pb::ConsistencyProof>, Status> {
         self.authenticate(&req)?;
         let r = req.into_inner();
         let to = if r.to_size == 0 { self.latest_size().await? } else { r.to_size };

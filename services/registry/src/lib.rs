@@ -151,7 +151,8 @@ impl AgenciesFile {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(k.public_key.trim())
                     .map_err(|e| err(format!("{kat}.public_key: not base64: {e}")))?;
-                let pk = accord_domain::signing::parse_public_key(&format!("{kat}.public_key"), &bytes).map_err(|e| err(e.to_string()))?;
+                let pk = accord_domain::signing::parse_public_key(&format!("{kat}.public_key"), &bytes)
+                    .map_err(|e| err(e.to_string()))?;
                 keys.push((key_id, pk.to_bytes(), k.revoked.clone()));
             }
             out.push(Agency { id, name: a.name.clone(), kind, keys });
@@ -169,15 +170,23 @@ impl AgenciesFile {
             .map(|(i, e)| {
                 let pem = match (&e.public_key_pem, &e.public_key_file) {
                     (Some(p), None) => p.clone().into_bytes(),
-                    (None, Some(f)) => std::fs::read(dir.join(f)).map_err(|x| err(format!("issuers[{i}].public_key_file: {x}")))?,
-                    _ => return Err(err(format!("issuers[{i}]: set exactly one of public_key_pem and public_key_file"))),
+                    (None, Some(f)) => {
+                        std::fs::read(dir.join(f)).map_err(|x| err(format!("issuers[{i}].public_key_file: {x}")))?
+                    }
+                    _ => {
+                        return Err(err(format!("issuers[{i}]: set exactly one of public_key_pem and public_key_file")));
+                    }
                 };
                 let agencies = e
                     .agencies
                     .iter()
-                    .map(|a| AgencyId::parse_field(&format!("issuers[{i}].agencies"), a.clone()).map_err(|x| err(x.to_string())))
+                    .map(|a| {
+                        AgencyId::parse_field(&format!("issuers[{i}].agencies"), a.clone())
+                            .map_err(|x| err(x.to_string()))
+                    })
                     .collect::<Result<Vec<_>>>()?;
-                accord_auth::Issuer::from_pem(&e.issuer, &e.algorithm, &pem, Some(agencies)).map_err(|x| err(format!("issuers[{i}]: {x}")))
+                accord_auth::Issuer::from_pem(&e.issuer, &e.algorithm, &pem, Some(agencies))
+                    .map_err(|x| err(format!("issuers[{i}]: {x}")))
             })
             .collect()
     }
@@ -217,21 +226,34 @@ async fn append(store: &Store, key: &AgencyKey, drafts: Vec<EventDraft>) -> Resu
 /// Records the server key (first use) and whatever `agencies` adds to the log. Returns how many
 /// events were appended. Refuses a file that contradicts the log (a key id registered with
 /// another public key or agency): key ids are permanent.
-pub async fn bootstrap(store: &Store, server_key: &AgencyKey, log_verifier_key: &str, agencies: &[Agency]) -> Result<usize> {
+pub async fn bootstrap(
+    store: &Store,
+    server_key: &AgencyKey,
+    log_verifier_key: &str,
+    agencies: &[Agency],
+) -> Result<usize> {
     let mut appended = 0;
     if store.key(server_key.key_id()).await?.is_none() {
         // The server's key registers itself: the very first record of a new log, and the first
         // record after the server's key is rotated.
         let first = vec![system_event(
             &format!("agency-{SYSTEM_AGENCY}"),
-            &pb::SigningKeyRegistered { key_id: server_key.key_id().into(), agency_id: SYSTEM_AGENCY.into(), public_key: server_key.public_key().to_vec() },
+            &pb::SigningKeyRegistered {
+                key_id: server_key.key_id().into(),
+                agency_id: SYSTEM_AGENCY.into(),
+                public_key: server_key.public_key().to_vec(),
+            },
             ("key", server_key.key_id()),
         )];
         appended += append(store, server_key, first).await?;
         appended += append(
             store,
             server_key,
-            vec![system_event(LOG_STREAM, &pb::LogKeyRegistered { verifier_key: log_verifier_key.into() }, ("key", server_key.key_id()))],
+            vec![system_event(
+                LOG_STREAM,
+                &pb::LogKeyRegistered { verifier_key: log_verifier_key.into() },
+                ("key", server_key.key_id()),
+            )],
         )
         .await?;
     }
@@ -242,7 +264,11 @@ pub async fn bootstrap(store: &Store, server_key: &AgencyKey, log_verifier_key: 
         if !stream_exists(store, &stream).await? {
             drafts.push(system_event(
                 &stream,
-                &pb::AgencyRegistered { agency_id: a.id.to_string(), name: a.name.clone(), kind: accord_ledger::convert::agency_kind_pb(a.kind) as i32 },
+                &pb::AgencyRegistered {
+                    agency_id: a.id.to_string(),
+                    name: a.name.clone(),
+                    kind: accord_ledger::convert::agency_kind_pb(a.kind) as i32,
+                },
                 ("agency", a.id.as_str()),
             ));
         }
@@ -250,7 +276,11 @@ pub async fn bootstrap(store: &Store, server_key: &AgencyKey, log_verifier_key: 
             match store.key(key_id.as_str()).await? {
                 None => drafts.push(system_event(
                     &stream,
-                    &pb::SigningKeyRegistered { key_id: key_id.to_string(), agency_id: a.id.to_string(), public_key: pk.to_vec() },
+                    &pb::SigningKeyRegistered {
+                        key_id: key_id.to_string(),
+                        agency_id: a.id.to_string(),
+                        public_key: pk.to_vec(),
+                    },
                     ("key", key_id.as_str()),
                 )),
                 Some(k) if k.agency != a.id.as_str() || k.public_key.as_bytes() != pk => {
@@ -274,7 +304,11 @@ pub async fn bootstrap(store: &Store, server_key: &AgencyKey, log_verifier_key: 
                 if current.is_some_and(|k| k.revoked_at.is_none()) {
                     revocations.push(system_event(
                         &agency_stream(&a.id),
-                        &pb::SigningKeyRevoked { key_id: key_id.to_string(), agency_id: a.id.to_string(), reason: reason.clone() },
+                        &pb::SigningKeyRevoked {
+                            key_id: key_id.to_string(),
+                            agency_id: a.id.to_string(),
+                            reason: reason.clone(),
+                        },
                         ("key", key_id.as_str()),
                     ));
                 }

@@ -80,7 +80,8 @@ impl Server {
     /// Opens the store (running migrations), records the registry, binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Server> {
         let server_key = keys::load_or_create(&settings.server_key)?;
-        let server_key = AgencyKey::new(&accord_registry::server_key_id(&server_key.verifying_key().to_bytes()), server_key)?;
+        let server_key =
+            AgencyKey::new(&accord_registry::server_key_id(&server_key.verifying_key().to_bytes()), server_key)?;
         let signer = LogSigner::new(&settings.origin, server_key.signing_key()).context("the checkpoint origin")?;
         let verifier_key = signer.verifier_key().to_owned();
 
@@ -106,7 +107,8 @@ impl Server {
             .with_context(|| format!("opening the log at {}", redact(&settings.database_url)))?;
         accord_registry::bootstrap(&store, &server_key, &verifier_key, &agencies).await?;
 
-        let listener = TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+        let listener =
+            TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
         let ledger = Ledger::new(store.clone(), Arc::new(auth), settings.origin.clone());
         Ok(Server { listener, store, ledger })
     }

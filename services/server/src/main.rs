@@ -105,16 +105,18 @@ fn main() -> anyhow::Result<()> {
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Serve { listen, database_url, server_key, origin, agencies, dev_issuer_key, audience } => rt.block_on(async {
-            let mut s = Settings::new(&database_url, server_key);
-            s.listen = listen;
-            s.origin = origin;
-            s.agencies = agencies;
-            s.dev_issuer_key = dev_issuer_key;
-            s.audience = audience;
-            let server = accord_server::Server::build(s).await?;
-            server.run_until_stopped(accord_server::shutdown_signal()).await
-        }),
+        Command::Serve { listen, database_url, server_key, origin, agencies, dev_issuer_key, audience } => {
+            rt.block_on(async {
+                let mut s = Settings::new(&database_url, server_key);
+                s.listen = listen;
+                s.origin = origin;
+                s.agencies = agencies;
+                s.dev_issuer_key = dev_issuer_key;
+                s.audience = audience;
+                let server = accord_server::Server::build(s).await?;
+                server.run_until_stopped(accord_server::shutdown_signal()).await
+            })
+        }
         Command::Keygen { agency, key_id, out } => {
             accord_domain::AgencyId::parse(agency.clone()).context("--agency")?;
             accord_domain::KeyId::parse(key_id.clone()).context("--key-id")?;

@@ -82,21 +82,32 @@ pub async fn verify(store: &Store, against: Option<&str>, mut progress: impl FnM
         let page = store.read_all(next, PAGE, &Visibility::All).await?;
         if let (Some(first), Some(last)) = (page.events.first(), page.events.last()) {
             let stored = store
-                .hash_range(merkle::stored_hash_index(0, first.position), merkle::stored_hash_index(0, last.position + 1))
+                .hash_range(
+                    merkle::stored_hash_index(0, first.position),
+                    merkle::stored_hash_index(0, last.position + 1),
+                )
                 .await?;
             let stored: HashMap<u64, Hash> = stored.into_iter().collect();
             for e in &page.events {
                 let p = e.position;
                 if p != frontier.size() {
-                    return Err(diverged(format!("position {} is missing (next stored position is {p})", frontier.size())));
+                    return Err(diverged(format!(
+                        "position {} is missing (next stored position is {p})",
+                        frontier.size()
+                    )));
                 }
                 let leaf = e.leaf().hash();
                 if leaf != e.leaf_hash {
-                    return Err(diverged(format!("position {p}: the stored leaf hash does not match the event's fields and body")));
+                    return Err(diverged(format!(
+                        "position {p}: the stored leaf hash does not match the event's fields and body"
+                    )));
                 }
                 let want = streams.get(&e.stream).map_or(0, |v| v + 1);
                 if e.stream_version != want {
-                    return Err(diverged(format!("position {p}: stream {} has version {}, expected {want}", e.stream, e.stream_version)));
+                    return Err(diverged(format!(
+                        "position {p}: stream {} has version {}, expected {want}",
+                        e.stream, e.stream_version
+                    )));
                 }
                 streams.insert(e.stream.clone(), e.stream_version);
 
@@ -111,7 +122,8 @@ pub async fn verify(store: &Store, against: Option<&str>, mut progress: impl FnM
                 }
                 let payload = match body.event_type.as_str() {
                     t if t.starts_with("accord.v1.") && is_registry(t) => Some(
-                        accord_ledger::convert::payload("body", &body).map_err(|x| diverged(format!("position {p}: {x}")))?,
+                        accord_ledger::convert::payload("body", &body)
+                            .map_err(|x| diverged(format!("position {p}: {x}")))?,
                     ),
                     _ => None,
                 };
@@ -122,18 +134,26 @@ pub async fn verify(store: &Store, against: Option<&str>, mut progress: impl FnM
                     }
                     let public_key = ed25519_dalek::VerifyingKey::from_bytes(public_key)
                         .map_err(|_| diverged(format!("position {p}: key {key_id} is not a valid point")))?;
-                    keys.insert(key_id.to_string(), LogKey { agency: agency.to_string(), public_key, registered_at: p, revoked_at: None });
+                    keys.insert(
+                        key_id.to_string(),
+                        LogKey { agency: agency.to_string(), public_key, registered_at: p, revoked_at: None },
+                    );
                 }
-                let key = keys
-                    .get(&e.key_id)
-                    .ok_or_else(|| diverged(format!("position {p}: signed by key {} which the log never registered", e.key_id)))?;
+                let key = keys.get(&e.key_id).ok_or_else(|| {
+                    diverged(format!("position {p}: signed by key {} which the log never registered", e.key_id))
+                })?;
                 if key.agency != e.author_agency || key.revoked_at.is_some() {
-                    return Err(diverged(format!("position {p}: key {} could not sign for {} at this position", e.key_id, e.author_agency)));
+                    return Err(diverged(format!(
+                        "position {p}: key {} could not sign for {} at this position",
+                        e.key_id, e.author_agency
+                    )));
                 }
                 accord_domain::signing::verify_body(&key.public_key, &e.body, &e.signature)
                     .map_err(|x| diverged(format!("position {p}: {x}")))?;
                 if let RegistryEffect::RevokeKey { key_id, .. } = &effect {
-                    let k = keys.get_mut(key_id.as_str()).ok_or_else(|| diverged(format!("position {p}: revokes unknown key {key_id}")))?;
+                    let k = keys
+                        .get_mut(key_id.as_str())
+                        .ok_or_else(|| diverged(format!("position {p}: revokes unknown key {key_id}")))?;
                     k.revoked_at = Some(p);
                 }
                 if let Some(Payload::LogKeyRegistered(l)) = &payload {
@@ -145,7 +165,11 @@ pub async fn verify(store: &Store, against: Option<&str>, mut progress: impl FnM
                     let idx = new.first + k as u64;
                     match stored.get(&idx) {
                         None => return Err(diverged(format!("position {p}: merkle hash {idx} is missing"))),
-                        Some(s) if s != h => return Err(diverged(format!("position {p}: stored merkle hash {idx} differs from the recomputed tree"))),
+                        Some(s) if s != h => {
+                            return Err(diverged(format!(
+                                "position {p}: stored merkle hash {idx} differs from the recomputed tree"
+                            )));
+                        }
                         Some(_) => {}
                     }
                 }
@@ -173,7 +197,10 @@ pub async fn verify(store: &Store, against: Option<&str>, mut progress: impl FnM
     }
     for k in table {
         let ok = keys.get(&k.key_id).is_some_and(|l| {
-            l.agency == k.agency && l.public_key == k.public_key && l.registered_at == k.registered_at && l.revoked_at == k.revoked_at
+            l.agency == k.agency
+                && l.public_key == k.public_key
+                && l.registered_at == k.registered_at
+                && l.revoked_at == k.revoked_at
         });
         if !ok {
             return Err(diverged(format!("the key table's row for {} differs from the registry events", k.key_id)));
@@ -181,23 +208,30 @@ pub async fn verify(store: &Store, against: Option<&str>, mut progress: impl FnM
     }
 
     for (size, cp) in &checkpoints {
-        let root = roots
-            .get(size)
-            .ok_or_else(|| diverged(format!("checkpoint of size {size} is beyond the log size {n}")))?;
+        let root =
+            roots.get(size).ok_or_else(|| diverged(format!("checkpoint of size {size} is beyond the log size {n}")))?;
         if &cp.root != root {
             return Err(diverged(format!("checkpoint of size {size}: stored root differs from the recomputed tree")));
         }
-        let v = verify_checkpoint(&cp.note, &verifier_keys).map_err(|e| diverged(format!("checkpoint of size {size}: {e}")))?;
+        let v = verify_checkpoint(&cp.note, &verifier_keys)
+            .map_err(|e| diverged(format!("checkpoint of size {size}: {e}")))?;
         if v.size != *size || v.root != *root {
-            return Err(diverged(format!("checkpoint of size {size}: the signed note says size {} and another root", v.size)));
+            return Err(diverged(format!(
+                "checkpoint of size {size}: the signed note says size {} and another root",
+                v.size
+            )));
         }
     }
 
     let extends = match against {
         Some(note) => {
-            let v = verify_checkpoint(note, &verifier_keys).map_err(|e| diverged(format!("the kept checkpoint: {e}")))?;
+            let v =
+                verify_checkpoint(note, &verifier_keys).map_err(|e| diverged(format!("the kept checkpoint: {e}")))?;
             let root = roots.get(&v.size).ok_or_else(|| {
-                diverged(format!("the kept checkpoint has size {}, but the log now holds only {n} events: the log was truncated", v.size))
+                diverged(format!(
+                    "the kept checkpoint has size {}, but the log now holds only {n} events: the log was truncated",
+                    v.size
+                ))
             })?;
             if &v.root != root {
                 return Err(diverged(format!(
