@@ -619,6 +619,23 @@ async fn health_reports_serving(s: TestServer) {
     s.stop().await;
 }
 
+/// A graceful stop is not held open by a client following the log: its stream ends UNAVAILABLE.
+async fn shutdown_ends_open_subscriptions(s: TestServer) {
+    let mut c = s.client("met-police", "pc-1", OM).await;
+    let mut sub = c.ledger().subscribe(pb::SubscribeRequest { from_position: 0 }).await.unwrap().into_inner();
+    let size = log_size(&s).await;
+    for _ in 0..size {
+        sub.next().await.unwrap().unwrap();
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(20), s.stop())
+        .await
+        .expect("stop is not held open by a subscriber");
+    match sub.next().await {
+        Some(Err(status)) => assert_eq!(status.code(), Code::Unavailable, "{}", status.message()),
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+}
+
 accord_e2e::on_both_backends!(
     append_read_and_subscribe_in_order,
     agencies_read_only_their_own_records,
@@ -629,4 +646,5 @@ accord_e2e::on_both_backends!(
     an_agency_revokes_its_own_key,
     a_restart_keeps_the_log_and_records_the_registry_once,
     health_reports_serving,
+    shutdown_ends_open_subscriptions,
 );

@@ -44,6 +44,14 @@ pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
         sqlx::Error::Database(d) if d.is_unique_violation() => {
             Error::Duplicate(format!("already recorded ({context}): {}", d.message()))
         }
+        // The database went away: the outcome of a commit in flight is unknown, and a retry of
+        // the same signed events is safe (appends are idempotent), so say so.
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            tracing::warn!(error = %e, context, "database unavailable");
+            Error::Unavailable(format!(
+                "the database is unavailable while {context}; retry (a resent append is idempotent)"
+            ))
+        }
         _ => Error::Database { context, source: Arc::new(e) },
     }
 }

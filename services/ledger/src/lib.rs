@@ -174,12 +174,20 @@ pub struct Ledger {
     store: Store,
     auth: Arc<Authenticator>,
     origin: String,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Ledger {
-    /// A Ledger over `store`, authenticating with `auth`; `origin` is the checkpoint origin.
-    pub fn new(store: Store, auth: Arc<Authenticator>, origin: String) -> Self {
-        Self { store, auth, origin }
+    /// A Ledger over `store`, authenticating with `auth`; `origin` is the checkpoint origin. When
+    /// `stopping` turns true, open subscriptions end with UNAVAILABLE so a graceful shutdown is
+    /// not held open by clients that follow the log.
+    pub fn new(
+        store: Store,
+        auth: Arc<Authenticator>,
+        origin: String,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self { store, auth, origin, stopping }
     }
 
     /// The tonic server for this service.
@@ -281,9 +289,18 @@ impl pb::ledger_server::Ledger for Ledger {
         let store = self.store.clone();
         let mut next = req.into_inner().from_position;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
             let mut head = store.watch_head();
             loop {
+                if *stopping.borrow() {
+                    let _ = tx
+                        .send(Err(Status::unavailable(
+                            "the server is shutting down; resubscribe from the next position",
+                        )))
+                        .await;
+                    return;
+                }
                 let page = match store.read_all(next, MAX_READ, &vis).await {
                     Ok(p) => p,
                     Err(e) => {
@@ -306,6 +323,7 @@ impl pb::ledger_server::Ledger for Ledger {
                     r = head.changed() => if r.is_err() { return },
                     _ = tokio::time::sleep(store.poll_interval()) => {}
                     _ = tx.closed() => return,
+                    _ = stopping.changed() => {}
                 }
             }
         });

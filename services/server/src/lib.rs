@@ -74,6 +74,7 @@ pub struct Server {
     listener: TcpListener,
     store: Store,
     ledger: Ledger,
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Server {
@@ -109,8 +110,9 @@ impl Server {
 
         let listener =
             TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
-        let ledger = Ledger::new(store.clone(), Arc::new(auth), settings.origin.clone());
-        Ok(Server { listener, store, ledger })
+        let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+        let ledger = Ledger::new(store.clone(), Arc::new(auth), settings.origin.clone(), stopping_rx);
+        Ok(Server { listener, store, ledger, stopping })
     }
 
     /// The bound address.
@@ -135,6 +137,13 @@ impl Server {
             .context("building the reflection service")?;
         tracing::info!(addr = %self.local_addr(), "accord serving");
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+        let stopping = self.stopping;
+        let reporter = health.clone();
+        let shutdown = async move {
+            shutdown.await;
+            reporter.set_not_serving::<accord_proto::v1::ledger_server::LedgerServer<Ledger>>().await;
+            let _ = stopping.send(true);
+        };
         tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
