@@ -41,48 +41,97 @@ pub(crate) struct Plan {
     pub(crate) frontier: Frontier,
 }
 
-/// The mutable state a request is decided against; cloned per request so a refused request
-/// leaves no trace.
-#[derive(Clone)]
+/// What the round has decided so far.
 struct State {
     size: u64,
     frontier: Frontier,
     stream_heads: HashMap<String, u64>,
     keys: HashMap<String, KeyRecord>,
-    /// Events planned earlier in this round, by id.
-    planned: HashMap<EventId, RecordedEvent>,
+    /// Events planned earlier in this round: id -> index in `events`.
+    planned: HashMap<EventId, usize>,
     events: Vec<RecordedEvent>,
     hashes: Vec<(u64, Hash)>,
     new_keys: Vec<KeyRecord>,
     revocations: Vec<(String, u64)>,
 }
 
-fn same_bytes(e: &NewEvent, r: &RecordedEvent) -> bool {
-    e.body == r.body && e.key_id.as_str() == r.key_id && e.signature == r.signature
+/// One request's tentative changes on top of the round's [`State`]. Applied only when the whole
+/// request is accepted, so a refused request leaves no trace; its cost is the request's own size,
+/// not the round's.
+struct Delta {
+    size: u64,
+    frontier: Frontier,
+    stream_heads: HashMap<String, u64>,
+    keys: HashMap<String, KeyRecord>,
+    events: Vec<RecordedEvent>,
+    hashes: Vec<(u64, Hash)>,
+    new_keys: Vec<KeyRecord>,
+    revocations: Vec<(String, u64)>,
 }
 
-fn register_key(t: &mut State, e: &NewEvent, position: u64) -> Result<()> {
-    let RegistryEffect::RegisterKey { key_id, agency, public_key } = &e.effect else {
-        return Ok(());
-    };
-    if let Some(k) = t.keys.get(key_id.as_str()) {
-        return Err(Error::Duplicate(format!(
-            "signing key {key_id} is already registered (at position {})",
-            k.registered_at
-        )));
+impl Delta {
+    fn new(s: &State) -> Self {
+        Delta {
+            size: s.size,
+            frontier: s.frontier.clone(),
+            stream_heads: HashMap::new(),
+            keys: HashMap::new(),
+            events: Vec::new(),
+            hashes: Vec::new(),
+            new_keys: Vec::new(),
+            revocations: Vec::new(),
+        }
     }
-    let public_key = ed25519_dalek::VerifyingKey::from_bytes(public_key)
-        .map_err(|_| Error::Invalid(format!("signing key {key_id}: not a valid Ed25519 point")))?;
-    let k = KeyRecord {
-        key_id: key_id.to_string(),
-        agency: agency.to_string(),
-        public_key,
-        registered_at: position,
-        revoked_at: None,
-    };
-    t.keys.insert(k.key_id.clone(), k.clone());
-    t.new_keys.push(k);
-    Ok(())
+
+    fn key<'a>(&'a self, s: &'a State, key_id: &str) -> Option<&'a KeyRecord> {
+        self.keys.get(key_id).or_else(|| s.keys.get(key_id))
+    }
+
+    fn stream_head(&self, s: &State, stream: &str) -> Option<u64> {
+        self.stream_heads.get(stream).or_else(|| s.stream_heads.get(stream)).copied()
+    }
+
+    fn register_key(&mut self, s: &State, e: &NewEvent, position: u64) -> Result<()> {
+        let RegistryEffect::RegisterKey { key_id, agency, public_key } = &e.effect else {
+            return Ok(());
+        };
+        if let Some(k) = self.key(s, key_id.as_str()) {
+            return Err(Error::Duplicate(format!(
+                "signing key {key_id} is already registered (at position {})",
+                k.registered_at
+            )));
+        }
+        let public_key = ed25519_dalek::VerifyingKey::from_bytes(public_key)
+            .map_err(|_| Error::Invalid(format!("signing key {key_id}: not a valid Ed25519 point")))?;
+        let k = KeyRecord {
+            key_id: key_id.to_string(),
+            agency: agency.to_string(),
+            public_key,
+            registered_at: position,
+            revoked_at: None,
+        };
+        self.keys.insert(k.key_id.clone(), k.clone());
+        self.new_keys.push(k);
+        Ok(())
+    }
+
+    fn apply(self, s: &mut State) {
+        s.size = self.size;
+        s.frontier = self.frontier;
+        s.stream_heads.extend(self.stream_heads);
+        s.keys.extend(self.keys);
+        for e in self.events {
+            s.planned.insert(e.event_id, s.events.len());
+            s.events.push(e);
+        }
+        s.hashes.extend(self.hashes);
+        s.new_keys.extend(self.new_keys);
+        s.revocations.extend(self.revocations);
+    }
+}
+
+fn same_bytes(e: &NewEvent, r: &RecordedEvent) -> bool {
+    e.body == r.body && e.key_id.as_str() == r.key_id && e.signature == r.signature
 }
 
 /// Decides one request against `s`, updating it only when the whole request is accepted.
@@ -94,8 +143,10 @@ fn decide(s: &mut State, snap: &Snapshot, recorded_at: Timestamp, events: &[NewE
         }
     }
     // Idempotency: a request is either a resend of recorded events or wholly new.
-    let prior: Vec<Option<&RecordedEvent>> =
-        events.iter().map(|e| snap.existing.get(&e.event_id).or_else(|| s.planned.get(&e.event_id))).collect();
+    let prior: Vec<Option<&RecordedEvent>> = events
+        .iter()
+        .map(|e| snap.existing.get(&e.event_id).or_else(|| s.planned.get(&e.event_id).map(|i| &s.events[*i])))
+        .collect();
     if let Some((e, r)) = events.iter().zip(&prior).find_map(|(e, r)| r.map(|r| (e, r))) {
         if let Some((e, r)) =
             events.iter().zip(&prior).find_map(|(e, r)| r.filter(|r| !same_bytes(e, r)).map(|r| (e, r)))
@@ -114,22 +165,19 @@ fn decide(s: &mut State, snap: &Snapshot, recorded_at: Timestamp, events: &[NewE
         return Ok(prior.into_iter().flatten().map(RecordedEvent::receipt).collect());
     }
 
-    let mut t = s.clone();
+    let mut d = Delta::new(s);
     let mut receipts = Vec::with_capacity(events.len());
     for e in events {
-        let position = t.size;
+        let position = d.size;
         // Bootstrap: the server's own key registers itself (the very first event of a log, and
         // after the server's key is rotated). Only the server authors `accord` events.
-        if let RegistryEffect::RegisterKey { key_id, agency, .. } = &e.effect
-            && key_id == &e.key_id
-            && agency == &e.author_agency
-            && agency.as_str() == accord_domain::SYSTEM_AGENCY
-        {
-            register_key(&mut t, e, position)?;
+        let self_registration = matches!(&e.effect, RegistryEffect::RegisterKey { key_id, agency, .. }
+            if key_id == &e.key_id && agency == &e.author_agency && agency.as_str() == accord_domain::SYSTEM_AGENCY);
+        if self_registration {
+            d.register_key(s, e, position)?;
         }
-        let key = t
-            .keys
-            .get(e.key_id.as_str())
+        let key = d
+            .key(s, e.key_id.as_str())
             .ok_or_else(|| Error::KeyRefused(format!("signing key {} is not registered", e.key_id)))?;
         if key.agency != e.author_agency.as_str() {
             return Err(Error::KeyRefused(format!(
@@ -140,21 +188,19 @@ fn decide(s: &mut State, snap: &Snapshot, recorded_at: Timestamp, events: &[NewE
         if let Some(at) = key.revoked_at {
             return Err(Error::KeyRefused(format!("signing key {} was revoked at position {at}", e.key_id)));
         }
-        let current = t.stream_heads.get(e.stream.as_str()).copied();
+        let current = d.stream_head(s, e.stream.as_str());
         e.expected.check(current).map_err(|m| Error::Conflict(format!("stream {}: {m}", e.stream)))?;
         match &e.effect {
             RegistryEffect::None => {}
-            RegistryEffect::RegisterKey { key_id, .. } => {
-                if key_id != &e.key_id
-                    || !t.new_keys.iter().any(|k| k.key_id == key_id.as_str() && k.registered_at == position)
-                {
-                    register_key(&mut t, e, position)?;
+            RegistryEffect::RegisterKey { .. } => {
+                if !self_registration {
+                    d.register_key(s, e, position)?;
                 }
             }
             RegistryEffect::RevokeKey { key_id, agency } => {
-                let k = t
-                    .keys
-                    .get_mut(key_id.as_str())
+                let mut k = d
+                    .key(s, key_id.as_str())
+                    .cloned()
                     .ok_or_else(|| Error::NotFound(format!("signing key {key_id} is not registered")))?;
                 if k.agency != agency.as_str() {
                     return Err(Error::Invalid(format!(
@@ -166,7 +212,8 @@ fn decide(s: &mut State, snap: &Snapshot, recorded_at: Timestamp, events: &[NewE
                     return Err(Error::Duplicate(format!("signing key {key_id} was already revoked at position {at}")));
                 }
                 k.revoked_at = Some(position);
-                t.revocations.push((key_id.to_string(), position));
+                d.keys.insert(k.key_id.clone(), k);
+                d.revocations.push((key_id.to_string(), position));
             }
         }
         let stream_version = current.map_or(0, |v| v + 1);
@@ -184,15 +231,14 @@ fn decide(s: &mut State, snap: &Snapshot, recorded_at: Timestamp, events: &[NewE
             leaf_hash: Hash([0; 32]),
         };
         r.leaf_hash = r.leaf().hash();
-        let stored = t.frontier.push(r.leaf_hash);
-        t.hashes.extend(stored.hashes.iter().enumerate().map(|(k, h)| (stored.first + k as u64, *h)));
-        t.stream_heads.insert(r.stream.clone(), stream_version);
-        t.size += 1;
+        let stored = d.frontier.push(r.leaf_hash);
+        d.hashes.extend(stored.hashes.iter().enumerate().map(|(k, h)| (stored.first + k as u64, *h)));
+        d.stream_heads.insert(r.stream.clone(), stream_version);
+        d.size += 1;
         receipts.push(r.receipt());
-        t.planned.insert(r.event_id, r.clone());
-        t.events.push(r);
+        d.events.push(r);
     }
-    *s = t;
+    d.apply(s);
     Ok(receipts)
 }
 
@@ -323,5 +369,111 @@ pub(crate) async fn run(db: Db, signer: LogSigner, mut rx: mpsc::Receiver<Reques
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use accord_domain::{AgencyId, EventType, ExpectedVersion, KeyId, StreamId};
+
+    use super::*;
+
+    fn key() -> KeyRecord {
+        KeyRecord {
+            key_id: "k1".into(),
+            agency: "met-police".into(),
+            public_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key(),
+            registered_at: 0,
+            revoked_at: None,
+        }
+    }
+
+    fn snapshot(size: u64) -> Snapshot {
+        Snapshot {
+            head: Head { size, last_recorded_at: 5 },
+            existing: HashMap::new(),
+            stream_heads: HashMap::from([("nominal-a".to_owned(), 0)]),
+            keys: HashMap::from([("k1".to_owned(), key())]),
+        }
+    }
+
+    fn ev(stream: &str, expected: ExpectedVersion) -> NewEvent {
+        NewEvent {
+            event_id: EventId::new(),
+            stream: StreamId::parse(stream).unwrap(),
+            expected,
+            event_type: EventType::parse("accord.v1.Test").unwrap(),
+            author_agency: AgencyId::parse("met-police").unwrap(),
+            key_id: KeyId::parse("k1").unwrap(),
+            body: b"body".to_vec(),
+            signature: vec![1; 64],
+            effect: RegistryEffect::None,
+        }
+    }
+
+    fn frontier(size: u64) -> Frontier {
+        let mut f = Frontier::empty();
+        for i in 0..size {
+            f.push(
+                merkle::Leaf {
+                    position: i,
+                    recorded_at: Timestamp(0),
+                    stream: "s",
+                    stream_version: i,
+                    key_id: "k",
+                    signature: &[],
+                    body_sha256: [0; 32],
+                }
+                .hash(),
+            );
+        }
+        f
+    }
+
+    #[test]
+    fn a_refused_request_in_a_round_leaves_no_trace() {
+        let ok1 = vec![ev("nominal-a", ExpectedVersion::Exact(0)), ev("nominal-b", ExpectedVersion::NoStream)];
+        // Its first event would be fine; its second conflicts, so neither is planned.
+        let bad = vec![ev("nominal-c", ExpectedVersion::NoStream), ev("nominal-a", ExpectedVersion::Exact(0))];
+        let ok2 = vec![ev("nominal-c", ExpectedVersion::NoStream)];
+        let resend = ok1.clone();
+        let requests: Vec<&[NewEvent]> = vec![&ok1, &bad, &ok2, &resend];
+        let p = plan(&snapshot(3), frontier(3), Timestamp(1), &requests);
+
+        let first = p.outcomes[0].as_ref().unwrap();
+        assert_eq!(first.iter().map(|r| (r.position, r.stream_version)).collect::<Vec<_>>(), vec![(3, 1), (4, 0)]);
+        assert!(
+            matches!(&p.outcomes[1], Err(Error::Conflict(m)) if m == "stream nominal-a: expected stream version 0, stream is at 1")
+        );
+        assert_eq!(p.outcomes[2].as_ref().unwrap()[0].position, 5, "the refused request took no position");
+        assert_eq!(p.outcomes[3].as_ref().unwrap(), first, "a resend in the same round gets the same receipts");
+        assert_eq!(p.events.len(), 3);
+        assert_eq!(p.frontier.size(), 6);
+        // Recording time never goes backwards (the snapshot's last time was 5, the clock says 1).
+        assert!(p.events.iter().all(|e| e.recorded_at == Timestamp(5)));
+        // The stored hashes are exactly those of the three new leaves.
+        let mut f = frontier(3);
+        let mut want = Vec::new();
+        for e in &p.events {
+            let s = f.push(e.leaf_hash);
+            want.extend(s.hashes.iter().enumerate().map(|(k, h)| (s.first + k as u64, *h)));
+        }
+        assert_eq!(p.hashes.len(), want.len());
+        assert!(p.hashes.iter().zip(&want).all(|(a, b)| a.0 == b.0 && a.1 == b.1));
+        assert_eq!(p.frontier.root(), f.root());
+    }
+
+    #[test]
+    fn a_revocation_takes_effect_for_the_rest_of_the_round() {
+        let mut revoke = ev("agency-met-police", ExpectedVersion::Any);
+        revoke.effect = RegistryEffect::RevokeKey {
+            key_id: KeyId::parse("k1").unwrap(),
+            agency: AgencyId::parse("met-police").unwrap(),
+        };
+        let revoke = vec![revoke];
+        let after = vec![ev("nominal-z", ExpectedVersion::Any)];
+        let p = plan(&snapshot(1), frontier(1), Timestamp(9), &[&revoke, &after]);
+        assert_eq!(p.revocations, vec![("k1".to_owned(), 1)]);
+        assert!(matches!(&p.outcomes[1], Err(Error::KeyRefused(m)) if m == "signing key k1 was revoked at position 1"));
     }
 }
