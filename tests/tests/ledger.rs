@@ -606,16 +606,45 @@ async fn a_restart_keeps_the_log_and_records_the_registry_once(mut s: TestServer
     accord_server::verify::verify(s.store(), None, |_| {}).await.unwrap();
 }
 
-async fn health_reports_serving(s: TestServer) {
+async fn health_and_reflection_answer(s: TestServer) {
     use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
     let channel = tonic::transport::Channel::from_shared(s.endpoint.clone()).unwrap().connect().await.unwrap();
-    let mut h = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut h = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let r = h
         .check(tonic_health::pb::HealthCheckRequest { service: "accord.v1.Ledger".into() })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(r.status(), ServingStatus::Serving);
+
+    // What grpcurl does first: list the services, then fetch the Ledger's descriptor.
+    let mut refl = ServerReflectionClient::new(channel);
+    let asks = vec![
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol("accord.v1.Ledger".into())),
+        },
+    ];
+    let mut answers = refl.server_reflection_info(futures::stream::iter(asks)).await.unwrap().into_inner();
+    match answers.next().await.unwrap().unwrap().message_response.unwrap() {
+        MessageResponse::ListServicesResponse(l) => {
+            assert!(l.service.iter().any(|s| s.name == "accord.v1.Ledger"), "{l:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    match answers.next().await.unwrap().unwrap().message_response.unwrap() {
+        MessageResponse::FileDescriptorResponse(f) => assert!(!f.file_descriptor_proto.is_empty()),
+        other => panic!("{other:?}"),
+    }
     s.stop().await;
 }
 
@@ -645,6 +674,6 @@ accord_e2e::on_both_backends!(
     proofs_verify_on_the_client,
     an_agency_revokes_its_own_key,
     a_restart_keeps_the_log_and_records_the_registry_once,
-    health_reports_serving,
+    health_and_reflection_answer,
     shutdown_ends_open_subscriptions,
 );
