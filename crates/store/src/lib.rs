@@ -406,14 +406,16 @@ impl Store {
         Ok(current)
     }
 
-    /// The inclusion proof of `position` in the tree of `tree_size`, with that tree's root.
-    pub async fn inclusion_proof(&self, position: u64, tree_size: u64) -> Result<(Vec<Hash>, Hash)> {
+    /// The inclusion proof of `position` in the tree of `tree_size`: the event's leaf hash, the
+    /// audit path and that tree's root, from one query.
+    pub async fn inclusion_proof(&self, position: u64, tree_size: u64) -> Result<(Hash, Vec<Hash>, Hash)> {
         self.check_size(tree_size).await?;
-        let idx = merkle::inclusion_indexes(tree_size, position)?;
-        let mut need = idx.clone();
+        let leaf_idx = merkle::stored_hash_index(0, position);
+        let mut need = merkle::inclusion_indexes(tree_size, position)?;
         need.extend(merkle::tree_hash_indexes(tree_size));
+        need.push(leaf_idx);
         let h = self.hashes(&need).await?;
-        Ok((merkle::inclusion_proof(tree_size, position, &h)?, merkle::tree_hash(tree_size, &h)?))
+        Ok((h[&leaf_idx], merkle::inclusion_proof(tree_size, position, &h)?, merkle::tree_hash(tree_size, &h)?))
     }
 
     /// The consistency proof from `from_size` to `to_size`, with both roots.

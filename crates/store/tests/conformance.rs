@@ -318,8 +318,9 @@ async fn proofs_verify_against_roots(f: Fixture) {
     for t in [1, 2, 7, 16, n] {
         let root_t = f.store.root(t).await.unwrap();
         for pos in [0, t / 2, t - 1] {
-            let (proof, root) = f.store.inclusion_proof(pos, t).await.unwrap();
+            let (leaf, proof, root) = f.store.inclusion_proof(pos, t).await.unwrap();
             assert_eq!(root, root_t);
+            assert_eq!(leaf, events[pos as usize].leaf_hash);
             merkle::verify_inclusion(&proof, t, root, pos, events[pos as usize].leaf_hash).unwrap();
         }
         for from in [1, t / 2 + 1, t] {

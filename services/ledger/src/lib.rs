@@ -351,8 +351,7 @@ impl pb::ledger_server::Ledger for Ledger {
         self.authenticate(&req)?;
         let r = req.into_inner();
         let size = if r.tree_size == 0 { self.latest_size().await? } else { r.tree_size };
-        let (proof, root) = self.store.inclusion_proof(r.position, size).await.map_err(Error::from)?;
-        let leaf = self.store.event_at(r.position).await.map_err(Error::from)?.leaf_hash;
+        let (leaf, proof, root) = self.store.inclusion_proof(r.position, size).await.map_err(Error::from)?;
         Ok(Response::new(pb::InclusionProof {
             position: r.position,
             tree_size: size,
