@@ -134,12 +134,27 @@ impl Issuer {
 }
 
 /// Validates bearer tokens against the trusted issuers.
+///
+/// A token that validated is remembered (at most [`CACHE_ENTRIES`] tokens) until its own `exp`,
+/// so an agency system that sends one token with every call pays for the signature check once.
+/// The cache never extends a token: an entry is used only while `nbf <= now < exp`.
 #[derive(Debug)]
 pub struct Authenticator {
     audience: String,
     issuers: HashMap<String, Issuer>,
     leeway_secs: u64,
+    cache: std::sync::Mutex<HashMap<String, Cached>>,
 }
+
+#[derive(Debug, Clone)]
+struct Cached {
+    principal: Principal,
+    nbf: u64,
+    exp: u64,
+}
+
+/// How many validated tokens are remembered.
+pub const CACHE_ENTRIES: usize = 10_000;
 
 #[derive(Deserialize)]
 struct IssOnly {
@@ -149,12 +164,13 @@ struct IssOnly {
 impl Authenticator {
     /// An authenticator accepting tokens for `audience`, with 30 s of clock leeway.
     pub fn new(audience: &str) -> Self {
-        Self { audience: audience.to_owned(), issuers: HashMap::new(), leeway_secs: 30 }
+        Self { audience: audience.to_owned(), issuers: HashMap::new(), leeway_secs: 30, cache: Default::default() }
     }
 
     /// Trusts `issuer`.
     pub fn trust(&mut self, issuer: Issuer) {
         self.issuers.insert(issuer.issuer.clone(), issuer);
+        self.cache.get_mut().expect("token cache").clear();
     }
 
     /// Authenticates the value of an `authorization` header.
@@ -165,6 +181,12 @@ impl Authenticator {
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or_else(|| Error::Invalid("authorization must be `Bearer <JWT>`".into()))?
             .trim();
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(c) = self.cache.lock().expect("token cache").get(token) {
+            if c.nbf <= now + self.leeway_secs && now < c.exp {
+                return Ok(c.principal.clone());
+            }
+        }
         // Read `iss` without trusting it, only to choose the key; the signature is verified below
         // with that issuer's key and algorithm, and `iss` is checked again.
         let iss = jsonwebtoken::dangerous::insecure_decode_claims::<IssOnly>(token)
@@ -190,7 +212,16 @@ impl Authenticator {
         let user = UserId::parse_field("sub claim", c.sub).map_err(|e| Error::Invalid(e.to_string()))?;
         // A malformed role name is not an error: it simply grants nothing.
         let roles = c.roles.into_iter().filter_map(|r| Role::parse(r).ok()).collect();
-        Ok(Principal { agency, user, roles, token_id: c.jti, issuer: iss })
+        let principal = Principal { agency, user, roles, token_id: c.jti, issuer: iss };
+        let mut cache = self.cache.lock().expect("token cache");
+        if cache.len() >= CACHE_ENTRIES {
+            cache.retain(|_, e| now < e.exp);
+            if cache.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(token.to_owned(), Cached { principal: principal.clone(), nbf: c.nbf, exp: c.exp });
+        Ok(principal)
     }
 }
 
@@ -312,6 +343,26 @@ mod tests {
         // Signed by another key claiming the dev issuer.
         let other = DevIssuer::new(SigningKey::from_bytes(&[8; 32])).unwrap();
         assert!(auth.authenticate(Some(&format!("Bearer {}", other.mint_claims(&claims(now)).unwrap()))).is_err());
+    }
+
+    #[test]
+    fn the_cache_serves_a_token_only_within_its_own_validity() {
+        let (dev, auth) = setup();
+        let now = jsonwebtoken::get_current_timestamp();
+        let t = dev.mint_claims(&claims(now)).unwrap();
+        let header = format!("Bearer {t}");
+        assert_eq!(auth.authenticate(Some(&header)).unwrap().user.as_str(), "pc-1234");
+        // Mark the cached entry to see when it is used.
+        let marker = UserId::parse("from-cache").unwrap();
+        auth.cache.lock().unwrap().get_mut(&t).unwrap().principal.user = marker.clone();
+        assert_eq!(auth.authenticate(Some(&header)).unwrap().user, marker);
+        // Past the entry's expiry it is not used: the token is validated again.
+        auth.cache.lock().unwrap().get_mut(&t).unwrap().exp = now - 1;
+        assert_eq!(auth.authenticate(Some(&header)).unwrap().user.as_str(), "pc-1234");
+        // A token whose signature fails is never cached.
+        let forged = format!("{}x", &t[..t.len() - 1]);
+        assert!(auth.authenticate(Some(&format!("Bearer {forged}"))).is_err());
+        assert!(!auth.cache.lock().unwrap().contains_key(&forged));
     }
 
     #[test]

@@ -37,7 +37,7 @@ const IN_CHUNK: usize = 500;
 pub(crate) const POSTGRES_LOG_LOCK: i64 = 0x6163_636f_7264_0001; // "accord" + 1
 
 macro_rules! backend {
-    ($name:ident, $DB:ty) => {
+    ($name:ident, $DB:ty, { $($specific:item)* }) => {
         pub(crate) mod $name {
             use std::collections::HashMap;
 
@@ -162,18 +162,14 @@ macro_rules! backend {
             }
 
             pub(crate) async fn hashes(conn: &mut Conn, indexes: &[u64]) -> Result<HashMap<u64, Hash>> {
-                let mut out = HashMap::with_capacity(indexes.len());
-                for chunk in indexes.chunks(IN_CHUNK) {
-                    let mut qb = QueryBuilder::<DB>::new("SELECT idx, hash FROM merkle_hashes WHERE idx IN (");
-                    let mut sep = qb.separated(", ");
-                    for i in chunk {
-                        sep.push_bind(to_i64(*i));
-                    }
-                    qb.push(")");
-                    for r in qb.build().fetch_all(&mut *conn).await.map_err(db("reading merkle hashes"))? {
-                        let idx = to_u64(r.try_get::<i64, _>(0).map_err(db("reading merkle hashes"))?, "idx")?;
-                        out.insert(idx, to_hash(r.try_get(1).map_err(db("reading merkle hashes"))?, "merkle hash")?);
-                    }
+                let idx: Vec<i64> = indexes.iter().map(|i| to_i64(*i)).collect();
+                let rows = lookup(conn, "SELECT idx, hash FROM merkle_hashes WHERE idx", "", &idx)
+                    .await
+                    .map_err(db("reading merkle hashes"))?;
+                let mut out = HashMap::with_capacity(rows.len());
+                for r in rows {
+                    let idx = to_u64(r.try_get::<i64, _>(0).map_err(db("reading merkle hashes"))?, "idx")?;
+                    out.insert(idx, to_hash(r.try_get(1).map_err(db("reading merkle hashes"))?, "merkle hash")?);
                 }
                 Ok(out)
             }
@@ -244,80 +240,39 @@ macro_rules! backend {
             // ---- the write path, inside the sequencer's transaction ----
 
             pub(crate) async fn existing_events(conn: &mut Conn, ids: &[EventId]) -> Result<Vec<RecordedEvent>> {
-                let mut out = Vec::new();
-                for chunk in ids.chunks(IN_CHUNK) {
-                    let mut qb = QueryBuilder::<DB>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ("));
-                    let mut sep = qb.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(id.as_bytes().to_vec());
-                    }
-                    qb.push(")");
-                    for r in qb.build().fetch_all(&mut *conn).await.map_err(db("looking up event ids"))? {
-                        out.push(event(&r)?);
-                    }
-                }
-                Ok(out)
+                let ids: Vec<Vec<u8>> = ids.iter().map(|i| i.as_bytes().to_vec()).collect();
+                let head = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id");
+                let rows = lookup(conn, &head, "", &ids).await.map_err(db("looking up event ids"))?;
+                rows.iter().map(event).collect()
             }
 
             pub(crate) async fn stream_heads(conn: &mut Conn, streams: &[&str]) -> Result<HashMap<String, u64>> {
-                let mut out = HashMap::new();
-                for chunk in streams.chunks(IN_CHUNK) {
-                    let mut qb = QueryBuilder::<DB>::new("SELECT stream, MAX(stream_version) FROM events WHERE stream IN (");
-                    let mut sep = qb.separated(", ");
-                    for s in chunk {
-                        sep.push_bind(s.to_string());
-                    }
-                    qb.push(") GROUP BY stream");
-                    for r in qb.build().fetch_all(&mut *conn).await.map_err(db("reading stream versions"))? {
-                        let v: i64 = r.try_get(1).map_err(db("reading stream versions"))?;
-                        out.insert(r.try_get(0).map_err(db("reading stream versions"))?, to_u64(v, "stream_version")?);
-                    }
+                let streams: Vec<String> = streams.iter().map(|s| s.to_string()).collect();
+                let rows = lookup(conn, "SELECT stream, MAX(stream_version) FROM events WHERE stream", " GROUP BY stream", &streams)
+                    .await
+                    .map_err(db("reading stream versions"))?;
+                let mut out = HashMap::with_capacity(rows.len());
+                for r in rows {
+                    let v: i64 = r.try_get(1).map_err(db("reading stream versions"))?;
+                    out.insert(r.try_get(0).map_err(db("reading stream versions"))?, to_u64(v, "stream_version")?);
                 }
                 Ok(out)
             }
 
             pub(crate) async fn key_states(conn: &mut Conn, key_ids: &[&str]) -> Result<HashMap<String, KeyRecord>> {
-                let mut out = HashMap::new();
-                for chunk in key_ids.chunks(IN_CHUNK) {
-                    let mut qb = QueryBuilder::<DB>::new(format!("{KEY_SELECT} WHERE k.key_id IN ("));
-                    let mut sep = qb.separated(", ");
-                    for k in chunk {
-                        sep.push_bind(k.to_string());
-                    }
-                    qb.push(")");
-                    for r in qb.build().fetch_all(&mut *conn).await.map_err(db("reading signing keys"))? {
-                        let k = key_record(&r)?;
-                        out.insert(k.key_id.clone(), k);
-                    }
+                let key_ids: Vec<String> = key_ids.iter().map(|s| s.to_string()).collect();
+                let head = format!("{KEY_SELECT} WHERE k.key_id");
+                let rows = lookup(conn, &head, "", &key_ids).await.map_err(db("reading signing keys"))?;
+                let mut out = HashMap::with_capacity(rows.len());
+                for r in rows {
+                    let k = key_record(&r)?;
+                    out.insert(k.key_id.clone(), k);
                 }
                 Ok(out)
             }
 
             pub(crate) async fn insert(conn: &mut Conn, plan: &crate::sequencer::Plan, cp: &SignedCheckpoint) -> Result<()> {
-                for chunk in plan.events.chunks(INSERT_CHUNK) {
-                    let mut qb = QueryBuilder::<DB>::new(format!("INSERT INTO events ({EVENT_COLUMNS}) "));
-                    qb.push_values(chunk, |mut b, e| {
-                        b.push_bind(to_i64(e.position))
-                            .push_bind(e.event_id.as_bytes().to_vec())
-                            .push_bind(e.stream.clone())
-                            .push_bind(to_i64(e.stream_version))
-                            .push_bind(e.event_type.clone())
-                            .push_bind(e.author_agency.clone())
-                            .push_bind(e.key_id.clone())
-                            .push_bind(e.recorded_at.micros())
-                            .push_bind(e.body.clone())
-                            .push_bind(e.signature.clone())
-                            .push_bind(e.leaf_hash.0.to_vec());
-                    });
-                    qb.build().execute(&mut *conn).await.map_err(db("inserting events"))?;
-                }
-                for chunk in plan.hashes.chunks(INSERT_CHUNK * 4) {
-                    let mut qb = QueryBuilder::<DB>::new("INSERT INTO merkle_hashes (idx, hash) ");
-                    qb.push_values(chunk, |mut b, (i, h)| {
-                        b.push_bind(to_i64(*i)).push_bind(h.0.to_vec());
-                    });
-                    qb.build().execute(&mut *conn).await.map_err(db("inserting merkle hashes"))?;
-                }
+                insert_rows(conn, plan).await?;
                 for k in &plan.new_keys {
                     sqlx::query("INSERT INTO signing_keys (key_id, agency, public_key, registered_at) VALUES ($1, $2, $3, $4)")
                         .bind(k.key_id.clone())
@@ -346,12 +301,106 @@ macro_rules! backend {
                     .map_err(db("storing the checkpoint"))?;
                 Ok(())
             }
+
+            $($specific)*
         }
     };
 }
 
-backend!(sqlite, sqlx::Sqlite);
-backend!(postgres, sqlx::Postgres);
+backend!(sqlite, sqlx::Sqlite, {
+    /// `{head} IN (…){tail}`, in chunks: SQLite prepares statements in process, cheaply.
+    async fn lookup<T>(conn: &mut Conn, head: &str, tail: &str, values: &[T]) -> Result<Vec<DbRow>, sqlx::Error>
+    where
+        T: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB> + Clone + Send + 'static,
+    {
+        let mut out = Vec::new();
+        for chunk in values.chunks(IN_CHUNK) {
+            let mut qb = QueryBuilder::<DB>::new(head);
+            qb.push(" IN (");
+            let mut sep = qb.separated(", ");
+            for v in chunk {
+                sep.push_bind(v.clone());
+            }
+            qb.push(")");
+            qb.push(tail);
+            out.extend(qb.build().fetch_all(&mut *conn).await?);
+        }
+        Ok(out)
+    }
+
+    /// Multi-row INSERTs within SQLite's bind-parameter limit.
+    async fn insert_rows(conn: &mut Conn, plan: &crate::sequencer::Plan) -> Result<()> {
+        for chunk in plan.events.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::<DB>::new(format!("INSERT INTO events ({EVENT_COLUMNS}) "));
+            qb.push_values(chunk, |mut b, e| {
+                b.push_bind(to_i64(e.position))
+                    .push_bind(e.event_id.as_bytes().to_vec())
+                    .push_bind(e.stream.clone())
+                    .push_bind(to_i64(e.stream_version))
+                    .push_bind(e.event_type.clone())
+                    .push_bind(e.author_agency.clone())
+                    .push_bind(e.key_id.clone())
+                    .push_bind(e.recorded_at.micros())
+                    .push_bind(e.body.clone())
+                    .push_bind(e.signature.clone())
+                    .push_bind(e.leaf_hash.0.to_vec());
+            });
+            qb.build().execute(&mut *conn).await.map_err(db("inserting events"))?;
+        }
+        for chunk in plan.hashes.chunks(INSERT_CHUNK * 4) {
+            let mut qb = QueryBuilder::<DB>::new("INSERT INTO merkle_hashes (idx, hash) ");
+            qb.push_values(chunk, |mut b, (i, h)| {
+                b.push_bind(to_i64(*i)).push_bind(h.0.to_vec());
+            });
+            qb.build().execute(&mut *conn).await.map_err(db("inserting merkle hashes"))?;
+        }
+        Ok(())
+    }
+});
+
+backend!(postgres, sqlx::Postgres, {
+    /// `{head} = ANY($1){tail}`: one array parameter, so the statement text never varies and is
+    /// prepared once per connection (IN lists of varying length were re-prepared every round).
+    async fn lookup<T>(conn: &mut Conn, head: &str, tail: &str, values: &[T]) -> Result<Vec<DbRow>, sqlx::Error>
+    where
+        T: Clone,
+        Vec<T>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB> + Send + 'static,
+    {
+        let sql = format!("{head} = ANY($1){tail}");
+        sqlx::query(&sql).bind(values.to_vec()).fetch_all(&mut *conn).await
+    }
+
+    /// One INSERT … SELECT FROM UNNEST of column arrays per table: a fixed statement whatever the
+    /// batch size (multi-row VALUES with thousands of parameters dominated the round's time).
+    async fn insert_rows(conn: &mut Conn, plan: &crate::sequencer::Plan) -> Result<()> {
+        let e = &plan.events;
+        sqlx::query(
+            "INSERT INTO events (position, event_id, stream, stream_version, event_type, author_agency, key_id, recorded_at, body, signature, leaf_hash) \
+             SELECT * FROM UNNEST($1::int8[], $2::bytea[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::bytea[], $10::bytea[], $11::bytea[])",
+        )
+        .bind(e.iter().map(|e| to_i64(e.position)).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.event_id.as_bytes().to_vec()).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.stream.clone()).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| to_i64(e.stream_version)).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.author_agency.clone()).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.key_id.clone()).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.recorded_at.micros()).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.body.clone()).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.signature.clone()).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.leaf_hash.0.to_vec()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .map_err(db("inserting events"))?;
+        sqlx::query("INSERT INTO merkle_hashes (idx, hash) SELECT * FROM UNNEST($1::int8[], $2::bytea[])")
+            .bind(plan.hashes.iter().map(|(i, _)| to_i64(*i)).collect::<Vec<_>>())
+            .bind(plan.hashes.iter().map(|(_, h)| h.0.to_vec()).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await
+            .map_err(db("inserting merkle hashes"))?;
+        Ok(())
+    }
+});
 
 /// Opens the write transaction that holds the log's lock until commit.
 pub(crate) async fn begin_sqlite(pool: &sqlx::SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {

@@ -136,7 +136,11 @@ impl Server {
             .build_v1()
             .context("building the reflection service")?;
         tracing::info!(addr = %self.local_addr(), "accord serving");
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+        // TCP_NODELAY: a gRPC response is several small HTTP/2 frames; with Nagle's algorithm the
+        // last one waits for the client's delayed ACK (~40 ms per call). Keepalive finds dead peers.
+        let incoming = tonic::transport::server::TcpIncoming::from(self.listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(std::time::Duration::from_secs(60)));
         let stopping = self.stopping;
         let reporter = health.clone();
         let shutdown = async move {
