@@ -359,14 +359,16 @@ backend!(sqlite, sqlx::Sqlite, {
 });
 
 backend!(postgres, sqlx::Postgres, {
-    /// `{head} = ANY($1){tail}`: one array parameter, so the statement text never varies and is
-    /// prepared once per connection (IN lists of varying length were re-prepared every round).
+    /// `{head} = v{tail}` for each `v` of one array parameter, as a LATERAL join, so every value
+    /// is one index probe whatever the table's size, and the statement text never varies (it is
+    /// prepared once per connection). Neither `IN (…)` lists of varying length (re-prepared every
+    /// round) nor `= ANY($1)` (a parameter array is compared linearly against every row) scale.
     async fn lookup<T>(conn: &mut Conn, head: &str, tail: &str, values: &[T]) -> Result<Vec<DbRow>, sqlx::Error>
     where
         T: Clone,
         Vec<T>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB> + Send + 'static,
     {
-        let sql = format!("{head} = ANY($1){tail}");
+        let sql = format!("SELECT x.* FROM UNNEST($1) AS q(v) CROSS JOIN LATERAL ({head} = q.v{tail}) AS x");
         sqlx::query(&sql).bind(values.to_vec()).fetch_all(&mut *conn).await
     }
 
