@@ -4,7 +4,8 @@
 //!
 //! `DATABASE_URL=postgres://… cargo bench -p accord-e2e --bench ledger`
 //! Knobs: ACCORD_BENCH_EVENTS (per configuration, default 20000), ACCORD_BENCH_CLIENTS
-//! (default "1,8,32,64"). Writes target/bench/ledger.md.
+//! (default "1,8,32,64"), ACCORD_BENCH_BACKENDS (default "sqlite,postgres"). Writes
+//! target/bench/ledger.md.
 
 #![allow(clippy::print_stdout)]
 
@@ -104,7 +105,8 @@ async fn raw_insert_ceiling(events: usize) -> Option<f64> {
             (uuid::Uuid::now_v7().as_bytes().to_vec(), format!("nominal-{n}"), d.sign(&key))
         })
         .collect();
-    let chunks: Vec<Vec<(usize, (Vec<u8>, String, pb::SignedEvent))>> =
+    type Prepared = (usize, (Vec<u8>, String, pb::SignedEvent));
+    let chunks: Vec<Vec<Prepared>> =
         rows.into_iter().enumerate().collect::<Vec<_>>().chunks(500).map(<[_]>::to_vec).collect();
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -167,7 +169,12 @@ fn main() {
     let mut rows = Vec::new();
     let mut ceiling = None;
     rt.block_on(async {
+        let backends = std::env::var("ACCORD_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
         for backend in [Backend::Sqlite, Backend::Postgres] {
+            let name = if backend == Backend::Sqlite { "sqlite" } else { "postgres" };
+            if !backends.split(',').any(|b| b.trim() == name) {
+                continue;
+            }
             let Some(s) = TestServer::start(backend).await else {
                 println!("PostgreSQL skipped: DATABASE_URL is not set");
                 continue;

@@ -182,10 +182,11 @@ impl Authenticator {
             .ok_or_else(|| Error::Invalid("authorization must be `Bearer <JWT>`".into()))?
             .trim();
         let now = jsonwebtoken::get_current_timestamp();
-        if let Some(c) = self.cache.lock().expect("token cache").get(token) {
-            if c.nbf <= now + self.leeway_secs && now < c.exp {
-                return Ok(c.principal.clone());
-            }
+        if let Some(c) = self.cache.lock().expect("token cache").get(token)
+            && c.nbf <= now + self.leeway_secs
+            && now < c.exp
+        {
+            return Ok(c.principal.clone());
         }
         // Read `iss` without trusting it, only to choose the key; the signature is verified below
         // with that issuer's key and algorithm, and `iss` is checked again.

@@ -33,6 +33,9 @@ const EVENT_COLUMNS: &str = "position, event_id, stream, stream_version, event_t
 const INSERT_CHUNK: usize = 500;
 /// Values per IN (...) list.
 const IN_CHUNK: usize = 500;
+/// Up to this many values, a PostgreSQL lookup is an `IN ($1, …)` list (one prepared statement
+/// per length); beyond it, one UNNEST + LATERAL statement.
+const SMALL_LOOKUP: usize = 16;
 /// The PostgreSQL advisory lock key that serialises appends across server processes.
 pub(crate) const POSTGRES_LOG_LOCK: i64 = 0x6163_636f_7264_0001; // "accord" + 1
 
@@ -365,9 +368,23 @@ backend!(postgres, sqlx::Postgres, {
     /// round) nor `= ANY($1)` (a parameter array is compared linearly against every row) scale.
     async fn lookup<T>(conn: &mut Conn, head: &str, tail: &str, values: &[T]) -> Result<Vec<DbRow>, sqlx::Error>
     where
-        T: Clone,
+        T: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB> + Clone + Send + 'static,
         Vec<T>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB> + Send + 'static,
     {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        if values.len() <= SMALL_LOOKUP {
+            let mut qb = QueryBuilder::<DB>::new(head);
+            qb.push(" IN (");
+            let mut sep = qb.separated(", ");
+            for v in values {
+                sep.push_bind(v.clone());
+            }
+            qb.push(")");
+            qb.push(tail);
+            return qb.build().fetch_all(&mut *conn).await;
+        }
         let sql = format!("SELECT x.* FROM UNNEST($1) AS q(v) CROSS JOIN LATERAL ({head} = q.v{tail}) AS x");
         sqlx::query(&sql).bind(values.to_vec()).fetch_all(&mut *conn).await
     }

@@ -174,7 +174,9 @@ impl AgenciesFile {
                         std::fs::read(dir.join(f)).map_err(|x| err(format!("issuers[{i}].public_key_file: {x}")))?
                     }
                     _ => {
-                        return Err(err(format!("issuers[{i}]: set exactly one of public_key_pem and public_key_file")));
+                        return Err(err(format!(
+                            "issuers[{i}]: set exactly one of public_key_pem and public_key_file"
+                        )));
                     }
                 };
                 let agencies = e

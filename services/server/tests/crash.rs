@@ -52,7 +52,9 @@ impl Site {
         self.dir.path().join(name)
     }
 
-    /// Starts `accord serve` and waits until its health service says SERVING.
+    /// Starts `accord serve` and waits until its health service says SERVING. The caller owns the
+    /// child and kills and waits for it.
+    #[allow(clippy::zombie_processes)]
     async fn serve(&self) -> (Child, String) {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path("serve.log")).unwrap();
