@@ -30,7 +30,11 @@ pub const AGENCIES: &[(&str, &str, &str, &[&str])] = &[
     ("kent-police", "Kent Police", "police", &["kent-1"]),
     ("probation-london", "Probation Service London", "probation", &["prob-1"]),
     ("st-marys-school", "St Mary's Primary School", "school", &["school-1"]),
+    ("london-mappa", "London MAPPA Strategic Management Board", "mappa_unit", &["mappa-1"]),
 ];
+
+/// The agencies whose admins may adopt sharing policy.
+pub const GOVERNING: &[&str] = &["london-mappa"];
 
 /// A running test server.
 pub struct TestServer {
@@ -62,6 +66,9 @@ impl TestServer {
         let mut toml = String::new();
         for (id, name, kind, key_ids) in AGENCIES {
             toml.push_str(&format!("[[agencies]]\nid = \"{id}\"\nname = \"{name}\"\nkind = \"{kind}\"\n"));
+            if GOVERNING.contains(id) {
+                toml.push_str("governs_policy = true\n");
+            }
             for k in *key_ids {
                 let key = AgencyKey::generate(k).expect("key");
                 toml.push_str(&format!(
@@ -205,4 +212,15 @@ macro_rules! on_both_backends {
             )*
         }
     };
+}
+
+/// A `PolicyAdopted` of `policies` (Cedar) with the default views, by an agency admin.
+pub fn policy_adopted(agency: &str, user: &str, policies: &str) -> EventDraft {
+    let payload = accord_registry::policy_adopted(policies, accord_policy::DEFAULT_VIEWS, "a test policy change")
+        .expect("the default views parse");
+    EventDraft::new(accord_domain::payload::POLICY_STREAM, &payload)
+        .author(agency, user, "agency_admin")
+        .legal_basis("CJA2003-s325", "MAPPA sharing agreement review")
+        .subject("agency", agency)
+        .regime(pb::Regime::Part3)
 }

@@ -350,7 +350,7 @@ async fn every_rejection_rule_has_its_status_and_writes_nothing(s: TestServer) {
         &Refusal {
             what: "policy denies dsl",
             code: Code::PermissionDenied,
-            message: "role dsl may not append accord.v1.NominalRegistered (policy rule default-deny)",
+            message: "role dsl of agency st-marys-school (school) may not append accord.v1.NominalRegistered under sharing policy version",
         },
     )
     .await;

@@ -157,7 +157,8 @@ catalogued!(
     SigningKeyRevoked,
     LogKeyRegistered,
     NominalRegistered,
-    MappaLevelSet
+    MappaLevelSet,
+    PolicyAdopted
 );
 
 /// An event being built. Defaults: a fresh UUIDv7 id, expected version `any`, schema version 1,

@@ -8,7 +8,7 @@ use crate::ids::{AgencyId, KeyId};
 use crate::{Error, Result, SYSTEM_AGENCY, SYSTEM_ROLE};
 
 /// The kinds of agency (DOMAIN.md §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(missing_docs)]
 pub enum AgencyKind {
     Police,
@@ -78,6 +78,8 @@ pub struct AgencyRegistered {
     pub name: String,
     /// Kind.
     pub kind: AgencyKind,
+    /// Whether the agency's admins may adopt sharing policy.
+    pub governs_policy: bool,
 }
 
 /// `accord.v1.SigningKeyRegistered`.
@@ -196,6 +198,32 @@ pub struct MappaLevelSet {
     pub rationale: String,
 }
 
+/// One view of a [`PolicyAdopted`]: a field allowlist over one kind of record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyView {
+    /// The view id, ending in its version (`nominal.full.v1`).
+    pub id: String,
+    /// The kind of record it applies to.
+    pub record_kind: String,
+    /// The field groups it shows.
+    pub field_groups: Vec<String>,
+}
+
+/// `accord.v1.PolicyAdopted`: the sharing policy in force for every event recorded after it.
+/// Whether the policy text validates is the policy engine's question (`accord-policy`), asked
+/// before the event is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyAdopted {
+    /// Cedar policy text.
+    pub policies: String,
+    /// The views the policies name.
+    pub views: Vec<PolicyView>,
+    /// The Cedar schema version the policies were written against.
+    pub schema_version: u32,
+    /// What changed and why, for people.
+    pub description: String,
+}
+
 /// A decoded payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)]
@@ -206,6 +234,7 @@ pub enum Payload {
     LogKeyRegistered(LogKeyRegistered),
     NominalRegistered(NominalRegistered),
     MappaLevelSet(MappaLevelSet),
+    PolicyAdopted(PolicyAdopted),
 }
 
 /// How recording an event changes the key registry.
@@ -222,6 +251,17 @@ pub enum RegistryEffect {
         /// Ed25519 public key.
         public_key: [u8; 32],
     },
+    /// The agency takes part from this event on.
+    RegisterAgency {
+        /// The agency.
+        agency: AgencyId,
+        /// Its kind.
+        kind: AgencyKind,
+        /// Whether its admins may adopt sharing policy.
+        governs_policy: bool,
+    },
+    /// The policy this event carries governs every event recorded after it.
+    AdoptPolicy,
     /// The key may sign nothing recorded after this event.
     RevokeKey {
         /// Key id.
@@ -245,12 +285,17 @@ pub mod types {
     pub const NOMINAL_REGISTERED: &str = "accord.v1.NominalRegistered";
     /// `MappaLevelSet`.
     pub const MAPPA_LEVEL_SET: &str = "accord.v1.MappaLevelSet";
+    /// `PolicyAdopted`.
+    pub const POLICY_ADOPTED: &str = "accord.v1.PolicyAdopted";
 }
 
 /// The stream registry events about `agency` belong to.
 pub fn agency_stream(agency: &AgencyId) -> String {
     format!("agency-{agency}")
 }
+
+/// The stream of sharing-policy adoptions.
+pub const POLICY_STREAM: &str = "accord-policy";
 
 /// The stream of the server's log-key records.
 pub const LOG_STREAM: &str = "accord-log";
@@ -300,6 +345,7 @@ impl Payload {
             Payload::LogKeyRegistered(_) => types::LOG_KEY_REGISTERED,
             Payload::NominalRegistered(_) => types::NOMINAL_REGISTERED,
             Payload::MappaLevelSet(_) => types::MAPPA_LEVEL_SET,
+            Payload::PolicyAdopted(_) => types::POLICY_ADOPTED,
         }
     }
 
@@ -381,6 +427,29 @@ impl Payload {
                 bounded_text("payload.decided_by", &p.decided_by, 128)?;
                 bounded_text("payload.rationale", &p.rationale, 4000)
             }
+            Payload::PolicyAdopted(p) => {
+                expect_stream(body, POLICY_STREAM)?;
+                if p.policies.trim().is_empty() {
+                    return Err(Error::invalid("payload.policies", "must hold the Cedar policy text"));
+                }
+                if p.schema_version == 0 {
+                    return Err(Error::invalid("payload.schema_version", "must name the schema version, found 0"));
+                }
+                if p.views.len() > 1000 {
+                    return Err(Error::invalid(
+                        "payload.views",
+                        format!("at most 1000 views, found {}", p.views.len()),
+                    ));
+                }
+                for (i, v) in p.views.iter().enumerate() {
+                    bounded_text(&format!("payload.views[{i}].id"), &v.id, 128)?;
+                    bounded_text(&format!("payload.views[{i}].record_kind"), &v.record_kind, 64)?;
+                }
+                if !p.description.is_empty() {
+                    bounded_text("payload.description", &p.description, 4000)?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -395,6 +464,12 @@ impl Payload {
             Payload::SigningKeyRevoked(p) => {
                 RegistryEffect::RevokeKey { key_id: p.key_id.clone(), agency: p.agency_id.clone() }
             }
+            Payload::AgencyRegistered(p) => RegistryEffect::RegisterAgency {
+                agency: p.agency_id.clone(),
+                kind: p.kind,
+                governs_policy: p.governs_policy,
+            },
+            Payload::PolicyAdopted(_) => RegistryEffect::AdoptPolicy,
             _ => RegistryEffect::None,
         }
     }

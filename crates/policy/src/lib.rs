@@ -1,83 +1,78 @@
-//! Sharing policy: the rules that decide who may append which event type.
+//! Sharing policy: versioned [Cedar](https://www.cedarpolicy.com) policies that answer the three
+//! questions of DESIGN.md §5, deny by default, each answer naming the policies that decided it:
 //!
-//! This first cut answers one question, **append**, from a fixed table that follows DOMAIN.md's
-//! roles; it is deny-by-default and names the rule behind every decision so the decision can be
-//! audited. Versioned Cedar policies adopted through the log (DESIGN.md §5) will replace the table
-//! behind the same API, and add the `receive` and `view` questions. No I/O here.
+//! - **append** — may this user, acting in these roles, write this event type (to these
+//!   addressees)?
+//! - **receive** — may this agency hold this record in its read models?
+//! - **view** — which field groups of a received record may this user see? Each agreement's field
+//!   allowlist is a versioned *view* ([`ViewDef`]); Cedar decides which views a user may use on a
+//!   record and the answer is the union of their field groups.
+//!
+//! Policies are data in the log: a `PolicyAdopted` event carries the policy text and the views,
+//! [`Policy::compile`] refuses any that do not validate against [`SCHEMA`], and [`History`] says
+//! which policy was in force at any log position. The default agreements for DOMAIN.md's sharing
+//! matrix ([`DEFAULT_POLICIES`], [`DEFAULT_VIEWS`]) ship in `deploy/policies/`.
+//!
+//! What callers must supply is the *relationship* of a principal to a record ([`Relation`]): who
+//! wrote it, whom it is addressed to, case and panel membership, consent. The read models know
+//! those facts; this crate decides on them. No I/O here.
 
-use accord_domain::payload::types;
-use accord_domain::{EventType, Role, SYSTEM_ROLE};
+mod engine;
+mod history;
+mod kinds;
 
-/// A policy decision and the rule that made it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    /// Whether the action is allowed.
-    pub allowed: bool,
-    /// The id of the deciding rule (`default-deny` when no rule allowed it).
-    pub rule: &'static str,
+pub use engine::{Actor, AgencyFacts, Decision, Parties, Policy, RecordFacts, Relation, ViewDecision};
+pub use history::History;
+pub use kinds::{RecordKind, record_kind};
+
+use std::collections::BTreeSet;
+
+/// The Cedar schema policies are validated against.
+pub const SCHEMA: &str = include_str!("accord.cedarschema");
+/// The version of [`SCHEMA`] a `PolicyAdopted` event must name.
+pub const SCHEMA_VERSION: u32 = 1;
+/// The default sharing agreements (Cedar), adopted on a server's first start.
+pub const DEFAULT_POLICIES: &str = include_str!("../../../deploy/policies/sharing.cedar");
+/// The default views (TOML), adopted with [`DEFAULT_POLICIES`].
+pub const DEFAULT_VIEWS: &str = include_str!("../../../deploy/policies/views.toml");
+
+/// Why a policy cannot be adopted.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The policy text, its views or its schema version are not acceptable; the message says
+    /// what was expected and what was found (for a failed validation, the validator's messages).
+    #[error("{0}")]
+    Invalid(String),
 }
 
-/// One row of the append table: a role may append these event types.
-struct Rule {
-    id: &'static str,
-    role: &'static str,
-    event_types: &'static [&'static str],
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One field allowlist: the field groups of one kind of record that a view shows. Its id ends in
+/// its version (`nominal.full.v1`); an adopted id never changes meaning.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewDef {
+    /// `<kind>.<name>.v<n>`: lowercase letters, digits, `_` and `.`.
+    pub id: String,
+    /// The kind of record it applies to ([`RecordKind`]).
+    pub record_kind: String,
+    /// The field groups it shows.
+    pub field_groups: BTreeSet<String>,
 }
 
-const APPEND_RULES: &[Rule] = &[
-    Rule {
-        id: "append.system.registry",
-        role: SYSTEM_ROLE,
-        event_types: &[
-            types::AGENCY_REGISTERED,
-            types::SIGNING_KEY_REGISTERED,
-            types::SIGNING_KEY_REVOKED,
-            types::LOG_KEY_REGISTERED,
-        ],
-    },
-    Rule { id: "append.agency_admin.revoke_key", role: "agency_admin", event_types: &[types::SIGNING_KEY_REVOKED] },
-    Rule { id: "append.offender_manager.nominal", role: "offender_manager", event_types: &[types::NOMINAL_REGISTERED] },
-    Rule { id: "append.ppro.nominal", role: "ppro", event_types: &[types::NOMINAL_REGISTERED] },
-    Rule { id: "append.mappa_coordinator.level", role: "mappa_coordinator", event_types: &[types::MAPPA_LEVEL_SET] },
-];
-
-/// May a user acting in `role` append an event of `event_type`? Deny by default.
-pub fn may_append(role: &Role, event_type: &EventType) -> Decision {
-    APPEND_RULES
-        .iter()
-        .find(|r| r.role == role.as_str() && r.event_types.contains(&event_type.as_str()))
-        .map(|r| Decision { allowed: true, rule: r.id })
-        .unwrap_or(Decision { allowed: false, rule: "default-deny" })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn decide(role: &str, ty: &str) -> Decision {
-        may_append(&Role::parse(role).unwrap(), &EventType::parse(ty).unwrap())
+/// Parses a views file (`[[views]]` tables of [`ViewDef`]).
+pub fn parse_views(toml_text: &str) -> Result<Vec<ViewDef>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        views: Vec<ViewDef>,
     }
+    toml::from_str::<File>(toml_text).map(|f| f.views).map_err(|e| Error::Invalid(format!("views: {e}")))
+}
 
-    #[test]
-    fn each_allowed_row_has_a_denied_neighbour() {
-        let table = [
-            ("offender_manager", types::NOMINAL_REGISTERED, true),
-            ("offender_manager", types::MAPPA_LEVEL_SET, false),
-            ("ppro", types::NOMINAL_REGISTERED, true),
-            ("mappa_coordinator", types::MAPPA_LEVEL_SET, true),
-            ("mappa_coordinator", types::NOMINAL_REGISTERED, false),
-            ("agency_admin", types::SIGNING_KEY_REVOKED, true),
-            ("agency_admin", types::SIGNING_KEY_REGISTERED, false),
-            ("system", types::SIGNING_KEY_REGISTERED, true),
-            ("dsl", types::NOMINAL_REGISTERED, false),
-            ("isva", types::MAPPA_LEVEL_SET, false),
-            ("unknown_role", types::NOMINAL_REGISTERED, false),
-            ("offender_manager", "accord.v1.NotAType", false),
-        ];
-        for (role, ty, allowed) in table {
-            let d = decide(role, ty);
-            assert_eq!(d.allowed, allowed, "{role} {ty}");
-            assert_eq!(d.rule == "default-deny", !allowed, "{role} {ty}: {}", d.rule);
-        }
-    }
+/// The default agreements as a compiled policy in force from `position`.
+pub fn default_policy(position: u64) -> Policy {
+    let views = parse_views(DEFAULT_VIEWS).expect("the default views parse");
+    Policy::compile(position, SCHEMA_VERSION, DEFAULT_POLICIES, views).expect("the default policy validates")
 }

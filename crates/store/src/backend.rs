@@ -5,13 +5,15 @@
 
 use accord_domain::merkle::Hash;
 
-use crate::{Error, KeyRecord, RecordedEvent, Result};
+use crate::{AgencyRecord, Error, KeyRecord, RecordedEvent, Result};
 
 /// The committed head of the log.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Head {
     pub(crate) size: u64,
     pub(crate) last_recorded_at: i64,
+    /// The position of the latest `PolicyAdopted` event.
+    pub(crate) policy_version: Option<u64>,
 }
 
 pub(crate) fn to_i64(v: u64) -> i64 {
@@ -106,15 +108,23 @@ macro_rules! backend {
             }
 
             pub(crate) async fn head<'c, E: Executor<'c, Database = DB>>(e: E) -> Result<Head> {
-                let row = sqlx::query("SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1")
-                    .fetch_optional(e)
-                    .await
-                    .map_err(db("reading the log head"))?;
+                let row = sqlx::query(
+                    "SELECT position, recorded_at, (SELECT MAX(position) FROM policy_adoptions) \
+                     FROM events ORDER BY position DESC LIMIT 1",
+                )
+                .fetch_optional(e)
+                .await
+                .map_err(db("reading the log head"))?;
                 Ok(match row {
-                    None => Head { size: 0, last_recorded_at: i64::MIN },
+                    None => Head { size: 0, last_recorded_at: i64::MIN, policy_version: None },
                     Some(r) => Head {
                         size: to_u64(r.try_get::<i64, _>(0).map_err(db("reading the log head"))?, "position")? + 1,
                         last_recorded_at: r.try_get::<i64, _>(1).map_err(db("reading the log head"))?,
+                        policy_version: r
+                            .try_get::<Option<i64>, _>(2)
+                            .map_err(db("reading the log head"))?
+                            .map(|v| to_u64(v, "policy position"))
+                            .transpose()?,
                     },
                 })
             }
@@ -216,6 +226,56 @@ macro_rules! backend {
                     .collect()
             }
 
+            fn agency_record(row: &DbRow) -> Result<AgencyRecord> {
+                let kind: String = row.try_get("kind").map_err(db("decoding an agency row"))?;
+                Ok(AgencyRecord {
+                    agency_id: row.try_get("agency_id").map_err(db("decoding an agency row"))?,
+                    kind: accord_domain::payload::AgencyKind::parse(&kind)
+                        .map_err(|_| Error::Corrupt(format!("unknown agency kind {kind:?}")))?,
+                    governs_policy: row.try_get("governs_policy").map_err(db("decoding an agency row"))?,
+                    registered_at: to_u64(
+                        row.try_get("registered_at").map_err(db("decoding an agency row"))?,
+                        "registered_at",
+                    )?,
+                })
+            }
+
+            pub(crate) async fn agency(pool: &sqlx::Pool<DB>, agency_id: &str) -> Result<Option<AgencyRecord>> {
+                sqlx::query("SELECT agency_id, kind, governs_policy, registered_at FROM agencies WHERE agency_id = $1")
+                    .bind(agency_id)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db("reading an agency"))?
+                    .as_ref()
+                    .map(agency_record)
+                    .transpose()
+            }
+
+            pub(crate) async fn agencies(pool: &sqlx::Pool<DB>) -> Result<Vec<AgencyRecord>> {
+                sqlx::query("SELECT agency_id, kind, governs_policy, registered_at FROM agencies ORDER BY registered_at")
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db("reading agencies"))?
+                    .iter()
+                    .map(agency_record)
+                    .collect()
+            }
+
+            pub(crate) async fn policy_adoptions(pool: &sqlx::Pool<DB>, after: Option<u64>) -> Result<Vec<RecordedEvent>> {
+                let cols = EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+                sqlx::query(&format!(
+                    "SELECT {cols} FROM policy_adoptions a JOIN events e ON e.position = a.position \
+                     WHERE a.position > $1 ORDER BY a.position"
+                ))
+                .bind(after.map_or(-1, to_i64))
+                .fetch_all(pool)
+                .await
+                .map_err(db("reading policy adoptions"))?
+                .iter()
+                .map(event)
+                .collect()
+            }
+
             const KEY_SELECT: &str = "SELECT k.key_id, k.agency, k.public_key, k.registered_at, r.revoked_at \
                  FROM signing_keys k LEFT JOIN key_revocations r ON r.key_id = k.key_id";
 
@@ -274,6 +334,14 @@ macro_rules! backend {
                 Ok(out)
             }
 
+            pub(crate) async fn known_agencies(conn: &mut Conn, ids: &[&str]) -> Result<std::collections::HashSet<String>> {
+                let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+                let rows = lookup(conn, "SELECT agency_id FROM agencies WHERE agency_id", "", &ids)
+                    .await
+                    .map_err(db("reading agencies"))?;
+                rows.iter().map(|r| r.try_get::<String, _>(0).map_err(db("reading agencies"))).collect()
+            }
+
             pub(crate) async fn insert(conn: &mut Conn, plan: &crate::sequencer::Plan, cp: &SignedCheckpoint) -> Result<()> {
                 insert_rows(conn, plan).await?;
                 for k in &plan.new_keys {
@@ -285,6 +353,23 @@ macro_rules! backend {
                         .execute(&mut *conn)
                         .await
                         .map_err(db("registering a signing key"))?;
+                }
+                for a in &plan.new_agencies {
+                    sqlx::query("INSERT INTO agencies (agency_id, kind, governs_policy, registered_at) VALUES ($1, $2, $3, $4)")
+                        .bind(a.agency_id.clone())
+                        .bind(a.kind.as_str())
+                        .bind(a.governs_policy)
+                        .bind(to_i64(a.registered_at))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db("registering an agency"))?;
+                }
+                for position in &plan.adoptions {
+                    sqlx::query("INSERT INTO policy_adoptions (position) VALUES ($1)")
+                        .bind(to_i64(*position))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db("recording a policy adoption"))?;
                 }
                 for (key_id, at) in &plan.revocations {
                     sqlx::query("INSERT INTO key_revocations (key_id, revoked_at) VALUES ($1, $2)")

@@ -15,6 +15,10 @@ pub enum Error {
     /// The signing key is unknown, revoked, or not the author's agency's.
     #[error("{0}")]
     KeyRefused(String),
+    /// Another sharing policy was adopted after the request was checked; check it again under
+    /// the policy now in force.
+    #[error("{0}")]
+    PolicyChanged(String),
     /// Nothing at that position, size or id.
     #[error("{0}")]
     NotFound(String),

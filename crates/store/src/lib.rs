@@ -62,8 +62,13 @@ pub struct NewEvent {
     pub body: Vec<u8>,
     /// The signature.
     pub signature: Vec<u8>,
-    /// What recording this event does to the key registry.
+    /// What recording this event does to the registry (keys, agencies, policy).
     pub effect: RegistryEffect,
+    /// The version (adoption position) of the sharing policy the event was allowed under, or
+    /// `None` for the server's own records. The sequencer refuses the event if another policy
+    /// has been adopted since ([`Error::PolicyChanged`]), so no event is recorded under a policy
+    /// that did not allow it.
+    pub policy_version: Option<u64>,
 }
 
 /// Proof of recording.
@@ -162,6 +167,19 @@ pub struct KeyRecord {
     pub revoked_at: Option<u64>,
 }
 
+/// A registered agency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgencyRecord {
+    /// The agency id.
+    pub agency_id: String,
+    /// Its kind.
+    pub kind: accord_domain::payload::AgencyKind,
+    /// Whether its admins may adopt sharing policy.
+    pub governs_policy: bool,
+    /// Position of the registering event.
+    pub registered_at: u64,
+}
+
 /// What a read may return.
 #[derive(Debug, Clone)]
 pub enum Visibility {
@@ -225,6 +243,7 @@ struct Inner {
     sequencer_done: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     head: watch::Receiver<u64>,
     keys: std::sync::RwLock<HashMap<String, KeyRecord>>,
+    agencies: std::sync::RwLock<HashMap<String, AgencyRecord>>,
     options: Options,
 }
 
@@ -300,6 +319,7 @@ impl Store {
                 sequencer_done: tokio::sync::Mutex::new(handle),
                 head: head_rx,
                 keys: Default::default(),
+                agencies: Default::default(),
                 options,
             }),
         })
@@ -463,6 +483,29 @@ impl Store {
             self.inner.keys.write().expect("key cache").insert(k.key_id.clone(), k.clone());
         }
         Ok(found)
+    }
+
+    /// A registered agency. Cached: a registration never changes.
+    pub async fn agency(&self, agency_id: &str) -> Result<Option<AgencyRecord>> {
+        if let Some(a) = self.inner.agencies.read().expect("agency cache").get(agency_id) {
+            return Ok(Some(a.clone()));
+        }
+        let found = dispatch!(&self.inner.db, |q, pool| q::agency(pool, agency_id).await)?;
+        if let Some(a) = &found {
+            self.inner.agencies.write().expect("agency cache").insert(a.agency_id.clone(), a.clone());
+        }
+        Ok(found)
+    }
+
+    /// Every registered agency.
+    pub async fn agencies(&self) -> Result<Vec<AgencyRecord>> {
+        dispatch!(&self.inner.db, |q, pool| q::agencies(pool).await)
+    }
+
+    /// The `PolicyAdopted` events recorded after position `after` (all of them for `None`), in
+    /// log order.
+    pub async fn policy_adoptions(&self, after: Option<u64>) -> Result<Vec<RecordedEvent>> {
+        dispatch!(&self.inner.db, |q, pool| q::policy_adoptions(pool, after).await)
     }
 
     /// Every registered key.

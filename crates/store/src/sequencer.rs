@@ -16,7 +16,9 @@ use accord_domain::{EventId, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backend::{self, Head};
-use crate::{Db, Error, KeyRecord, MAX_GROUP_EVENTS, NewEvent, Receipt, RecordedEvent, Result, SignedCheckpoint};
+use crate::{
+    AgencyRecord, Db, Error, KeyRecord, MAX_GROUP_EVENTS, NewEvent, Receipt, RecordedEvent, Result, SignedCheckpoint,
+};
 
 pub(crate) struct Request {
     pub(crate) events: Vec<NewEvent>,
@@ -29,6 +31,8 @@ pub(crate) struct Snapshot {
     pub(crate) existing: HashMap<EventId, RecordedEvent>,
     pub(crate) stream_heads: HashMap<String, u64>,
     pub(crate) keys: HashMap<String, KeyRecord>,
+    /// Of the agencies the round's requests register, those already registered.
+    pub(crate) agencies: HashSet<String>,
 }
 
 /// What to write and what to answer.
@@ -38,6 +42,8 @@ pub(crate) struct Plan {
     pub(crate) hashes: Vec<(u64, Hash)>,
     pub(crate) new_keys: Vec<KeyRecord>,
     pub(crate) revocations: Vec<(String, u64)>,
+    pub(crate) new_agencies: Vec<AgencyRecord>,
+    pub(crate) adoptions: Vec<u64>,
     pub(crate) frontier: Frontier,
 }
 
@@ -53,6 +59,9 @@ struct State {
     hashes: Vec<(u64, Hash)>,
     new_keys: Vec<KeyRecord>,
     revocations: Vec<(String, u64)>,
+    new_agencies: Vec<AgencyRecord>,
+    adoptions: Vec<u64>,
+    policy_version: Option<u64>,
 }
 
 /// One request's tentative changes on top of the round's [`State`]. Applied only when the whole
@@ -67,6 +76,9 @@ struct Delta {
     hashes: Vec<(u64, Hash)>,
     new_keys: Vec<KeyRecord>,
     revocations: Vec<(String, u64)>,
+    new_agencies: Vec<AgencyRecord>,
+    adoptions: Vec<u64>,
+    policy_version: Option<u64>,
 }
 
 impl Delta {
@@ -80,6 +92,9 @@ impl Delta {
             hashes: Vec::new(),
             new_keys: Vec::new(),
             revocations: Vec::new(),
+            new_agencies: Vec::new(),
+            adoptions: Vec::new(),
+            policy_version: s.policy_version,
         }
     }
 
@@ -127,6 +142,9 @@ impl Delta {
         s.hashes.extend(self.hashes);
         s.new_keys.extend(self.new_keys);
         s.revocations.extend(self.revocations);
+        s.new_agencies.extend(self.new_agencies);
+        s.adoptions.extend(self.adoptions);
+        s.policy_version = self.policy_version;
     }
 }
 
@@ -188,10 +206,35 @@ fn decide(s: &mut State, snap: &Snapshot, recorded_at: Timestamp, events: &[NewE
         if let Some(at) = key.revoked_at {
             return Err(Error::KeyRefused(format!("signing key {} was revoked at position {at}", e.key_id)));
         }
+        if e.policy_version.is_some() && e.policy_version != d.policy_version {
+            return Err(Error::PolicyChanged(format!(
+                "event {} was checked under the sharing policy adopted at position {}, but the policy adopted at position {} is now in force",
+                e.event_id,
+                e.policy_version.map_or_else(|| "-".into(), |v| v.to_string()),
+                d.policy_version.map_or_else(|| "-".into(), |v| v.to_string()),
+            )));
+        }
         let current = d.stream_head(s, e.stream.as_str());
         e.expected.check(current).map_err(|m| Error::Conflict(format!("stream {}: {m}", e.stream)))?;
         match &e.effect {
             RegistryEffect::None => {}
+            RegistryEffect::AdoptPolicy => {
+                d.policy_version = Some(position);
+                d.adoptions.push(position);
+            }
+            RegistryEffect::RegisterAgency { agency, kind, governs_policy } => {
+                let known = snap.agencies.contains(agency.as_str())
+                    || s.new_agencies.iter().chain(&d.new_agencies).any(|a| a.agency_id == agency.as_str());
+                if known {
+                    return Err(Error::Duplicate(format!("agency {agency} is already registered")));
+                }
+                d.new_agencies.push(AgencyRecord {
+                    agency_id: agency.to_string(),
+                    kind: *kind,
+                    governs_policy: *governs_policy,
+                    registered_at: position,
+                });
+            }
             RegistryEffect::RegisterKey { .. } => {
                 if !self_registration {
                     d.register_key(s, e, position)?;
@@ -256,6 +299,9 @@ pub(crate) fn plan(snap: &Snapshot, frontier: Frontier, now: Timestamp, requests
         hashes: Vec::new(),
         new_keys: Vec::new(),
         revocations: Vec::new(),
+        new_agencies: Vec::new(),
+        adoptions: Vec::new(),
+        policy_version: snap.head.policy_version,
     };
     let outcomes = requests.iter().map(|events| decide(&mut s, snap, recorded_at, events)).collect();
     Plan {
@@ -264,6 +310,8 @@ pub(crate) fn plan(snap: &Snapshot, frontier: Frontier, now: Timestamp, requests
         hashes: s.hashes,
         new_keys: s.new_keys,
         revocations: s.revocations,
+        new_agencies: s.new_agencies,
+        adoptions: s.adoptions,
         frontier: s.frontier,
     }
 }
@@ -307,6 +355,17 @@ macro_rules! round {
                 existing: q::existing_events(&mut *tx, &ids).await?.into_iter().map(|e| (e.event_id, e)).collect(),
                 stream_heads: q::stream_heads(&mut *tx, &streams).await?,
                 keys: q::key_states(&mut *tx, &key_ids).await?,
+                agencies: {
+                    let new: Vec<&str> = requests
+                        .iter()
+                        .flat_map(|r| r.iter())
+                        .filter_map(|e| match &e.effect {
+                            RegistryEffect::RegisterAgency { agency, .. } => Some(agency.as_str()),
+                            _ => None,
+                        })
+                        .collect();
+                    if new.is_empty() { HashSet::new() } else { q::known_agencies(&mut *tx, &new).await? }
+                },
             };
             let plan = plan(&snap, frontier.clone(), Timestamp::now(), requests);
             if plan.events.is_empty() {
@@ -390,10 +449,11 @@ mod tests {
 
     fn snapshot(size: u64) -> Snapshot {
         Snapshot {
-            head: Head { size, last_recorded_at: 5 },
+            head: Head { size, last_recorded_at: 5, policy_version: Some(0) },
             existing: HashMap::new(),
             stream_heads: HashMap::from([("nominal-a".to_owned(), 0)]),
             keys: HashMap::from([("k1".to_owned(), key())]),
+            agencies: HashSet::from(["met-police".to_owned()]),
         }
     }
 
@@ -408,6 +468,7 @@ mod tests {
             body: b"body".to_vec(),
             signature: vec![1; 64],
             effect: RegistryEffect::None,
+            policy_version: Some(0),
         }
     }
 
@@ -475,5 +536,50 @@ mod tests {
         let p = plan(&snapshot(1), frontier(1), Timestamp(9), &[&revoke, &after]);
         assert_eq!(p.revocations, vec![("k1".to_owned(), 1)]);
         assert!(matches!(&p.outcomes[1], Err(Error::KeyRefused(m)) if m == "signing key k1 was revoked at position 1"));
+    }
+
+    #[test]
+    fn a_policy_adoption_takes_effect_for_the_rest_of_the_round() {
+        let mut adopt = ev("accord-policy", ExpectedVersion::Any);
+        adopt.effect = RegistryEffect::AdoptPolicy;
+        adopt.policy_version = None;
+        let adopt = vec![adopt];
+        let checked_before = vec![ev("nominal-z", ExpectedVersion::Any)];
+        let mut checked_after = ev("nominal-y", ExpectedVersion::Any);
+        checked_after.policy_version = Some(2);
+        let checked_after = vec![checked_after];
+        let before_adoption = vec![ev("nominal-x", ExpectedVersion::Any)];
+        let p =
+            plan(&snapshot(2), frontier(2), Timestamp(9), &[&before_adoption, &adopt, &checked_before, &checked_after]);
+        assert_eq!(p.outcomes[0].as_ref().unwrap()[0].position, 2, "checked under the policy then in force");
+        assert_eq!(p.outcomes[1].as_ref().unwrap()[0].position, 3);
+        assert_eq!(p.adoptions, vec![3]);
+        assert!(
+            matches!(&p.outcomes[2], Err(Error::PolicyChanged(m)) if m.contains("adopted at position 0") && m.contains("position 3 is now in force")),
+            "{:?}",
+            p.outcomes[2]
+        );
+        assert!(matches!(&p.outcomes[3], Err(Error::PolicyChanged(_))), "checked under a policy that is not in force");
+        assert_eq!(p.events.len(), 2);
+    }
+
+    #[test]
+    fn an_agency_is_registered_once() {
+        let register = |id: &str| {
+            let mut e = ev(&format!("agency-{id}"), ExpectedVersion::Any);
+            e.effect = RegistryEffect::RegisterAgency {
+                agency: AgencyId::parse(id).unwrap(),
+                kind: accord_domain::payload::AgencyKind::School,
+                governs_policy: false,
+            };
+            vec![e]
+        };
+        let (known, new, again) = (register("met-police"), register("st-marys"), register("st-marys"));
+        let p = plan(&snapshot(1), frontier(1), Timestamp(9), &[&known, &new, &again]);
+        assert!(matches!(&p.outcomes[0], Err(Error::Duplicate(m)) if m == "agency met-police is already registered"));
+        assert!(p.outcomes[1].is_ok());
+        assert!(matches!(&p.outcomes[2], Err(Error::Duplicate(_))));
+        assert_eq!(p.new_agencies.len(), 1);
+        assert_eq!(p.new_agencies[0].registered_at, 1);
     }
 }

@@ -69,6 +69,7 @@ fn ev(stream: &str, expected: ExpectedVersion, agency: &str, key: &str) -> NewEv
         body: format!("body of {id}").into_bytes(),
         signature: vec![7; 64],
         effect: RegistryEffect::None,
+        policy_version: None,
     }
 }
 

@@ -183,6 +183,7 @@ pub fn payload(p: &str, body: &EventBody) -> Result<Payload> {
                 agency_id: AgencyId::parse_field(&pf("agency_id"), m.agency_id)?,
                 name: m.name,
                 kind: agency_kind(&pf("kind"), m.kind)?,
+                governs_policy: m.governs_policy,
             })
         }
         types::SIGNING_KEY_REGISTERED => {
@@ -228,6 +229,19 @@ pub fn payload(p: &str, body: &EventBody) -> Result<Payload> {
                 level: m.level,
                 decided_by: m.decided_by,
                 rationale: m.rationale,
+            })
+        }
+        types::POLICY_ADOPTED => {
+            let m: pb::PolicyAdopted = decode(p, body)?;
+            Payload::PolicyAdopted(payload::PolicyAdopted {
+                policies: m.policies,
+                views: m
+                    .views
+                    .into_iter()
+                    .map(|v| payload::PolicyView { id: v.id, record_kind: v.record_kind, field_groups: v.field_groups })
+                    .collect(),
+                schema_version: m.schema_version,
+                description: m.description,
             })
         }
         other => {

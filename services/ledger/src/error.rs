@@ -40,7 +40,7 @@ impl From<Error> for Status {
             Error::Denied(_) => Code::PermissionDenied,
             Error::TooLarge(_) => Code::ResourceExhausted,
             Error::Store(s) => match s {
-                S::Conflict(_) => Code::Aborted,
+                S::Conflict(_) | S::PolicyChanged(_) => Code::Aborted,
                 S::Duplicate(_) => Code::AlreadyExists,
                 S::Invalid(_) => Code::InvalidArgument,
                 S::KeyRefused(_) => Code::PermissionDenied,

@@ -8,11 +8,13 @@
 
 pub mod convert;
 mod error;
+pub mod sharing;
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use accord_auth::{Authenticator, Principal};
+use accord_domain::payload::{Payload, RegistryEffect};
 use accord_domain::{AgencyId, KeyId, SYSTEM_AGENCY, StreamId};
 use accord_proto::v1 as pb;
 use accord_store::{NewEvent, Store, Visibility};
@@ -20,6 +22,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 pub use error::{Error, Result};
+pub use sharing::Sharing;
 
 /// The most bytes one event body may have.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -42,7 +45,8 @@ pub enum Writer<'a> {
 /// Validates one signed event and turns it into a [`NewEvent`]. Every check of DESIGN.md §2 that
 /// does not need the log's current state happens here; the sequencer checks the rest (expected
 /// version, idempotency, revocation at recording time).
-pub async fn prepare(store: &Store, writer: Writer<'_>, index: usize, signed: pb::SignedEvent) -> Result<NewEvent> {
+pub async fn prepare(sharing: &Sharing, writer: Writer<'_>, index: usize, signed: pb::SignedEvent) -> Result<NewEvent> {
+    let store = sharing.store();
     let p = format!("events[{index}]");
     if signed.body.len() > MAX_BODY_BYTES {
         return Err(Error::TooLarge(format!(
@@ -121,15 +125,14 @@ pub async fn prepare(store: &Store, writer: Writer<'_>, index: usize, signed: pb
     accord_domain::signing::verify_body(&public_key, &signed.body, &signed.signature)
         .map_err(|e| Error::Invalid(format!("{p}.{e} {key_id}")))?;
 
-    if let Writer::Caller(_) = writer {
-        let d = accord_policy::may_append(&body.author.role, &body.event_type);
-        if !d.allowed {
-            return Err(Error::Denied(format!(
-                "{p}: role {} may not append {} (policy rule {})",
-                body.author.role, body.event_type, d.rule
-            )));
-        }
+    if let Payload::PolicyAdopted(adopted) = &payload {
+        // A policy that does not validate is refused before anything is written.
+        sharing::compile(&format!("{p}.body"), 0, adopted)?;
     }
+    let policy_version = match writer {
+        Writer::Caller(_) => Some(check_append_policy(sharing, &p, &body).await?),
+        Writer::System => None,
+    };
 
     Ok(NewEvent {
         event_id: body.event_id,
@@ -141,11 +144,63 @@ pub async fn prepare(store: &Store, writer: Writer<'_>, index: usize, signed: pb
         body: signed.body,
         signature: signed.signature,
         effect,
+        policy_version,
     })
 }
 
+async fn agency_facts(store: &Store, field: &str, agency: &AgencyId) -> Result<accord_store::AgencyRecord> {
+    store
+        .agency(agency.as_str())
+        .await?
+        .ok_or_else(|| Error::Denied(format!("{field}: agency {agency} is not registered")))
+}
+
+/// Asks the sharing policy in force whether the author may append this event; returns the
+/// policy's version. Deny by default: no policy in force means nothing is allowed.
+async fn check_append_policy(sharing: &Sharing, p: &str, body: &accord_domain::EventBody) -> Result<u64> {
+    let store = sharing.store();
+    let policy = sharing
+        .current()
+        .ok_or_else(|| Error::Denied(format!("{p}: no sharing policy is in force, so nothing may be appended")))?;
+    let author = agency_facts(store, &format!("{p}.body.author.agency"), &body.author.agency).await?;
+    let mut addressee_kinds = Vec::with_capacity(body.addressees.len());
+    for (i, a) in body.addressees.iter().enumerate() {
+        let rec = store
+            .agency(a.as_str())
+            .await?
+            .ok_or_else(|| Error::Invalid(format!("{p}.body.addressees[{i}]: agency {a} is not registered")))?;
+        addressee_kinds.push(rec.kind);
+    }
+    let facts =
+        accord_policy::AgencyFacts { id: &author.agency_id, kind: author.kind, governs_policy: author.governs_policy };
+    let roles = [body.author.role.clone()];
+    let actor = accord_policy::Actor { agency: facts, user: body.author.user.as_str(), roles: &roles };
+    let record = accord_policy::RecordFacts {
+        event_type: body.event_type.as_str(),
+        kind: accord_policy::record_kind(body.event_type.as_str()),
+        author: facts,
+    };
+    let d = policy.append(&actor, &record, &addressee_kinds);
+    if !d.allowed {
+        return Err(Error::Denied(format!(
+            "{p}: role {} of agency {} ({}) may not append {} under sharing policy version {} (decided by {})",
+            body.author.role,
+            body.author.agency,
+            author.kind.as_str(),
+            body.event_type,
+            d.policy_version,
+            d.policy_ids.join(", ")
+        )));
+    }
+    Ok(policy.version())
+}
+
 /// Validates a whole append request (limits, then each event).
-pub async fn prepare_batch(store: &Store, writer: Writer<'_>, events: Vec<pb::SignedEvent>) -> Result<Vec<NewEvent>> {
+pub async fn prepare_batch(
+    sharing: &Sharing,
+    writer: Writer<'_>,
+    events: Vec<pb::SignedEvent>,
+) -> Result<Vec<NewEvent>> {
     if events.is_empty() {
         return Err(Error::Invalid("events: must hold at least one event".into()));
     }
@@ -163,7 +218,7 @@ pub async fn prepare_batch(store: &Store, writer: Writer<'_>, events: Vec<pb::Si
     }
     let mut out = Vec::with_capacity(events.len());
     for (i, e) in events.into_iter().enumerate() {
-        out.push(prepare(store, writer, i, e).await?);
+        out.push(prepare(sharing, writer, i, e).await?);
     }
     Ok(out)
 }
@@ -172,6 +227,7 @@ pub async fn prepare_batch(store: &Store, writer: Writer<'_>, events: Vec<pb::Si
 #[derive(Clone)]
 pub struct Ledger {
     store: Store,
+    sharing: Arc<Sharing>,
     auth: Arc<Authenticator>,
     origin: String,
     stopping: tokio::sync::watch::Receiver<bool>,
@@ -182,12 +238,12 @@ impl Ledger {
     /// `stopping` turns true, open subscriptions end with UNAVAILABLE so a graceful shutdown is
     /// not held open by clients that follow the log.
     pub fn new(
-        store: Store,
+        sharing: Arc<Sharing>,
         auth: Arc<Authenticator>,
         origin: String,
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        Self { store, auth, origin, stopping }
+        Self { store: sharing.store().clone(), sharing, auth, origin, stopping }
     }
 
     /// The tonic server for this service.
@@ -233,8 +289,25 @@ impl pb::ledger_server::Ledger for Ledger {
     ) -> std::result::Result<Response<pb::AppendResponse>, Status> {
         let who = self.authenticate(&req)?;
         tracing::Span::current().record("agency", who.agency.as_str());
-        let events = prepare_batch(&self.store, Writer::Caller(&who), req.into_inner().events).await?;
-        let receipts = self.store.append(events).await.map_err(Error::from)?;
+        let request = req.into_inner().events;
+        let mut attempt = 0;
+        let receipts = loop {
+            attempt += 1;
+            let events = prepare_batch(&self.sharing, Writer::Caller(&who), request.clone()).await?;
+            let adopts = events.iter().any(|e| matches!(e.effect, RegistryEffect::AdoptPolicy));
+            match self.store.append(events).await {
+                // Another policy was adopted (by another request or server process) between the
+                // check and the recording: check again under it.
+                Err(accord_store::Error::PolicyChanged(_)) if attempt < 3 => self.sharing.refresh().await?,
+                Err(e) => return Err(Error::from(e).into()),
+                Ok(r) => {
+                    if adopts {
+                        self.sharing.refresh().await?;
+                    }
+                    break r;
+                }
+            }
+        };
         if let Some(r) = receipts.first() {
             tracing::Span::current().record("first_position", r.position);
         }

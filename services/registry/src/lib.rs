@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use accord_client::{AgencyKey, EventDraft};
 use accord_domain::payload::{AgencyKind, LOG_STREAM, agency_stream};
 use accord_domain::{AgencyId, KeyId, SYSTEM_AGENCY, SYSTEM_ROLE};
+use accord_ledger::Sharing;
 use accord_proto::v1 as pb;
 use accord_store::{Store, Visibility};
 use base64::Engine;
@@ -66,6 +67,9 @@ pub struct AgencyEntry {
     /// Kind: police, probation, prison, school, childrens_services, health, support_service,
     /// local_authority, housing, youth_justice, mappa_unit.
     pub kind: String,
+    /// Whether the agency's `agency_admin` users may adopt sharing policy (default false).
+    #[serde(default)]
+    pub governs_policy: bool,
     /// Its signing keys.
     #[serde(default)]
     pub keys: Vec<KeyEntry>,
@@ -111,6 +115,8 @@ pub struct Agency {
     pub name: String,
     /// Kind.
     pub kind: AgencyKind,
+    /// Whether its admins may adopt sharing policy.
+    pub governs_policy: bool,
     /// Keys: id, public key, revocation reason.
     pub keys: Vec<(KeyId, [u8; 32], Option<String>)>,
 }
@@ -155,7 +161,7 @@ impl AgenciesFile {
                     .map_err(|e| err(e.to_string()))?;
                 keys.push((key_id, pk.to_bytes(), k.revoked.clone()));
             }
-            out.push(Agency { id, name: a.name.clone(), kind, keys });
+            out.push(Agency { id, name: a.name.clone(), kind, governs_policy: a.governs_policy, keys });
         }
         Ok(out)
     }
@@ -209,18 +215,37 @@ fn system_event<P: accord_client::Catalogued>(stream: &str, payload: &P, subject
         .with(|b| b.classification = pb::Classification::Official as i32)
 }
 
+/// A `PolicyAdopted` payload from Cedar policy text and a views file (TOML, as in
+/// `deploy/policies/views.toml`).
+pub fn policy_adopted(policies: &str, views_toml: &str, description: &str) -> Result<pb::PolicyAdopted> {
+    let views = accord_policy::parse_views(views_toml).map_err(|e| Error::Conflict(e.to_string()))?;
+    Ok(pb::PolicyAdopted {
+        policies: policies.to_owned(),
+        views: views
+            .into_iter()
+            .map(|v| pb::PolicyView {
+                id: v.id,
+                record_kind: v.record_kind,
+                field_groups: v.field_groups.into_iter().collect(),
+            })
+            .collect(),
+        schema_version: accord_policy::SCHEMA_VERSION,
+        description: description.to_owned(),
+    })
+}
+
 async fn stream_exists(store: &Store, stream: &str) -> Result<bool> {
     // Registry streams hold only registry records, so any event means the agency is registered.
     let s = accord_domain::StreamId::parse(stream).map_err(|e| Error::Conflict(e.to_string()))?;
     Ok(!store.read_stream(&s, 0, 1, &Visibility::All).await?.events.is_empty())
 }
 
-async fn append(store: &Store, key: &AgencyKey, drafts: Vec<EventDraft>) -> Result<usize> {
+async fn append(sharing: &Sharing, key: &AgencyKey, drafts: Vec<EventDraft>) -> Result<usize> {
     let n = drafts.len();
     for chunk in drafts.chunks(accord_ledger::MAX_EVENTS) {
         let signed = chunk.iter().map(|d| d.sign(key)).collect();
-        let events = accord_ledger::prepare_batch(store, accord_ledger::Writer::System, signed).await?;
-        store.append(events).await?;
+        let events = accord_ledger::prepare_batch(sharing, accord_ledger::Writer::System, signed).await?;
+        sharing.store().append(events).await?;
     }
     Ok(n)
 }
@@ -229,11 +254,12 @@ async fn append(store: &Store, key: &AgencyKey, drafts: Vec<EventDraft>) -> Resu
 /// events were appended. Refuses a file that contradicts the log (a key id registered with
 /// another public key or agency): key ids are permanent.
 pub async fn bootstrap(
-    store: &Store,
+    sharing: &Sharing,
     server_key: &AgencyKey,
     log_verifier_key: &str,
     agencies: &[Agency],
 ) -> Result<usize> {
+    let store = sharing.store();
     let mut appended = 0;
     if store.key(server_key.key_id()).await?.is_none() {
         // The server's key registers itself: the very first record of a new log, and the first
@@ -247,9 +273,9 @@ pub async fn bootstrap(
             },
             ("key", server_key.key_id()),
         )];
-        appended += append(store, server_key, first).await?;
+        appended += append(sharing, server_key, first).await?;
         appended += append(
-            store,
+            sharing,
             server_key,
             vec![system_event(
                 LOG_STREAM,
@@ -270,6 +296,7 @@ pub async fn bootstrap(
                     agency_id: a.id.to_string(),
                     name: a.name.clone(),
                     kind: accord_ledger::convert::agency_kind_pb(a.kind) as i32,
+                    governs_policy: a.governs_policy,
                 },
                 ("agency", a.id.as_str()),
             ));
@@ -295,7 +322,7 @@ pub async fn bootstrap(
             }
         }
     }
-    appended += append(store, server_key, drafts).await?;
+    appended += append(sharing, server_key, drafts).await?;
 
     // Revocations come after registrations, so a key can be registered and revoked in one start.
     let mut revocations = Vec::new();
@@ -317,7 +344,22 @@ pub async fn bootstrap(
             }
         }
     }
-    appended += append(store, server_key, revocations).await?;
+    appended += append(sharing, server_key, revocations).await?;
+
+    // A new log adopts the default sharing agreements, so that nothing is allowed before them
+    // and everything after is decided by a policy the log holds.
+    sharing.refresh().await?;
+    if sharing.current().is_none() {
+        let adopted = policy_adopted(
+            accord_policy::DEFAULT_POLICIES,
+            accord_policy::DEFAULT_VIEWS,
+            "the default sharing agreements (deploy/policies/)",
+        )?;
+        let draft = system_event(accord_domain::payload::POLICY_STREAM, &adopted, ("agency", SYSTEM_AGENCY))
+            .legal_basis("ACCORD-POLICY", "adopt the sharing agreements in force");
+        appended += append(sharing, server_key, vec![draft]).await?;
+        sharing.refresh().await?;
+    }
     if appended > 0 {
         tracing::info!(events = appended, "registry records appended");
     }

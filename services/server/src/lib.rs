@@ -106,12 +106,13 @@ impl Server {
         let store = Store::open(&settings.database_url, Some(signer), settings.store.clone())
             .await
             .with_context(|| format!("opening the log at {}", redact(&settings.database_url)))?;
-        accord_registry::bootstrap(&store, &server_key, &verifier_key, &agencies).await?;
+        let sharing = accord_ledger::Sharing::load(store.clone()).await?;
+        accord_registry::bootstrap(&sharing, &server_key, &verifier_key, &agencies).await?;
 
         let listener =
             TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
-        let ledger = Ledger::new(store.clone(), Arc::new(auth), settings.origin.clone(), stopping_rx);
+        let ledger = Ledger::new(sharing, Arc::new(auth), settings.origin.clone(), stopping_rx);
         Ok(Server { listener, store, ledger, stopping })
     }
 

@@ -70,6 +70,8 @@ pub async fn verify(store: &Store, against: Option<&str>, mut progress: impl FnM
 
     let mut keys: HashMap<String, LogKey> = HashMap::new();
     let mut verifier_keys: Vec<String> = Vec::new();
+    let mut adoptions: Vec<u64> = Vec::new();
+    let mut agencies: HashMap<String, (accord_domain::payload::AgencyKind, bool, u64)> = HashMap::new();
     let mut streams: HashMap<String, u64> = HashMap::new();
     let mut roots: HashMap<u64, Hash> = HashMap::new();
     let against_size = match against {
@@ -156,8 +158,19 @@ pub async fn verify(store: &Store, against: Option<&str>, mut progress: impl FnM
                         .ok_or_else(|| diverged(format!("position {p}: revokes unknown key {key_id}")))?;
                     k.revoked_at = Some(p);
                 }
-                if let Some(Payload::LogKeyRegistered(l)) = &payload {
-                    verifier_keys.push(l.verifier_key.clone());
+                match &payload {
+                    Some(Payload::LogKeyRegistered(l)) => verifier_keys.push(l.verifier_key.clone()),
+                    Some(Payload::PolicyAdopted(a)) => {
+                        accord_ledger::sharing::compile("body", p, a)
+                            .map_err(|x| diverged(format!("position {p}: the adopted policy does not compile: {x}")))?;
+                        adoptions.push(p);
+                    }
+                    Some(Payload::AgencyRegistered(a))
+                        if agencies.insert(a.agency_id.to_string(), (a.kind, a.governs_policy, p)).is_some() =>
+                    {
+                        return Err(diverged(format!("position {p}: agency {} registered twice", a.agency_id)));
+                    }
+                    _ => {}
                 }
 
                 let new = frontier.push(leaf);
@@ -207,6 +220,30 @@ pub async fn verify(store: &Store, against: Option<&str>, mut progress: impl FnM
         }
     }
 
+    // So must the agency and policy-adoption tables.
+    let table = store.agencies().await?;
+    if table.len() != agencies.len() {
+        return Err(diverged(format!(
+            "the agency table holds {} agencies, the log registers {}",
+            table.len(),
+            agencies.len()
+        )));
+    }
+    for a in table {
+        if agencies.get(&a.agency_id) != Some(&(a.kind, a.governs_policy, a.registered_at)) {
+            return Err(diverged(format!(
+                "the agency table's row for {} differs from the registry events",
+                a.agency_id
+            )));
+        }
+    }
+    let table: Vec<u64> = store.policy_adoptions(None).await?.iter().map(|e| e.position).collect();
+    if table != adoptions {
+        return Err(diverged(format!(
+            "the policy-adoption table lists positions {table:?}, the log adopts policy at {adoptions:?}"
+        )));
+    }
+
     for (size, cp) in &checkpoints {
         let root =
             roots.get(size).ok_or_else(|| diverged(format!("checkpoint of size {size} is beyond the log size {n}")))?;
@@ -248,7 +285,7 @@ pub async fn verify(store: &Store, against: Option<&str>, mut progress: impl FnM
 
 fn is_registry(t: &str) -> bool {
     use accord_domain::payload::types::*;
-    [AGENCY_REGISTERED, SIGNING_KEY_REGISTERED, SIGNING_KEY_REVOKED, LOG_KEY_REGISTERED].contains(&t)
+    [AGENCY_REGISTERED, SIGNING_KEY_REGISTERED, SIGNING_KEY_REVOKED, LOG_KEY_REGISTERED, POLICY_ADOPTED].contains(&t)
 }
 
 /// Reads the size of a checkpoint note without checking its signature (checked at the end, once

@@ -210,16 +210,37 @@ async fn verify_names_the_first_divergence(site: Site) {
     let (ok, out) = site.verify(Some(&kept));
     assert!(ok && out.contains("the log extends the kept checkpoint"), "{out}");
 
+    // An operator forges a policy adoption at an ordinary event: verify names the table.
+    let forged = store.log_size().await.unwrap() - 1;
+    let sql = format!("INSERT INTO policy_adoptions (position) VALUES ({forged})");
+    assert_eq!(store.execute_raw_for_tests(&sql).await.unwrap(), 1);
+    let (ok, out) = site.verify(None);
+    assert!(!ok && out.contains("policy-adoption table"), "verify missed a forged adoption: {out}");
+    let unprotect = if store.is_postgres() {
+        "ALTER TABLE policy_adoptions DISABLE TRIGGER policy_adoptions_immutable"
+    } else {
+        "DROP TRIGGER policy_adoptions_no_delete"
+    };
+    store.execute_raw_for_tests(unprotect).await.unwrap();
+    let undo = format!("DELETE FROM policy_adoptions WHERE position = {forged}");
+    assert_eq!(store.execute_raw_for_tests(&undo).await.unwrap(), 1);
+    let (ok, out) = site.verify(None);
+    assert!(ok, "{out}");
+
     // An operator with database rights flips one byte of the body at position 5.
     let mut body = store.event_at(5).await.unwrap().body;
     body[3] ^= 0x01;
     let hex: String = body.iter().map(|b| format!("{b:02x}")).collect();
-    let sql = if store.is_postgres() {
-        format!(
-            "ALTER TABLE events DISABLE TRIGGER events_immutable; UPDATE events SET body = decode('{hex}', 'hex') WHERE position = 5"
-        )
+    let unprotect = if store.is_postgres() {
+        "ALTER TABLE events DISABLE TRIGGER events_immutable"
     } else {
-        format!("DROP TRIGGER events_no_update; UPDATE events SET body = X'{hex}' WHERE position = 5")
+        "DROP TRIGGER events_no_update"
+    };
+    store.execute_raw_for_tests(unprotect).await.unwrap();
+    let sql = if store.is_postgres() {
+        format!("UPDATE events SET body = decode('{hex}', 'hex') WHERE position = 5")
+    } else {
+        format!("UPDATE events SET body = X'{hex}' WHERE position = 5")
     };
     assert_eq!(store.execute_raw_for_tests(&sql).await.unwrap(), 1);
     let (ok, out) = site.verify(None);

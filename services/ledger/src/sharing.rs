@@ -1,0 +1,90 @@
+//! The sharing policy as the log records it: every `PolicyAdopted` event, compiled, by position.
+//! The Ledger checks appends against the latest; the read models will ask [`Sharing::in_force_at`]
+//! for `receive` and `view` decisions as of any position.
+
+use std::sync::{Arc, RwLock};
+
+use accord_domain::payload::{Payload, PolicyAdopted};
+use accord_policy::{History, Policy};
+use accord_store::{RecordedEvent, Store};
+
+use crate::{Error, Result, convert};
+
+/// The store and the policy history read from it. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct Sharing {
+    store: Store,
+    history: RwLock<History>,
+}
+
+/// Compiles a `PolicyAdopted` payload as the policy in force after `position`. `field` prefixes
+/// error messages.
+pub fn compile(field: &str, position: u64, p: &PolicyAdopted) -> Result<Policy> {
+    let views = p
+        .views
+        .iter()
+        .map(|v| accord_policy::ViewDef {
+            id: v.id.clone(),
+            record_kind: v.record_kind.clone(),
+            field_groups: v.field_groups.iter().cloned().collect(),
+        })
+        .collect();
+    Policy::compile(position, p.schema_version, &p.policies, views)
+        .map_err(|e| Error::Invalid(format!("{field}.payload.{e}")))
+}
+
+fn compile_recorded(e: &RecordedEvent) -> Result<Policy> {
+    let at = format!("policy at position {}", e.position);
+    let body = convert::event_body(&at, &e.body)?;
+    match convert::payload(&at, &body)? {
+        Payload::PolicyAdopted(p) => compile(&at, e.position, &p),
+        _ => Err(Error::Store(accord_store::Error::Corrupt(format!(
+            "position {} is listed as a policy adoption but holds {}",
+            e.position, e.event_type
+        )))),
+    }
+}
+
+impl Sharing {
+    /// Loads every adopted policy from `store`.
+    pub async fn load(store: Store) -> Result<Arc<Sharing>> {
+        let s = Sharing { store, history: RwLock::new(History::new()) };
+        s.refresh().await?;
+        Ok(Arc::new(s))
+    }
+
+    /// The store behind it.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Reads adoptions recorded since the last refresh (by this or another server process).
+    pub async fn refresh(&self) -> Result<()> {
+        let after = self.history.read().expect("policy history").latest_version();
+        let new = self.store.policy_adoptions(after).await?;
+        if new.is_empty() {
+            return Ok(());
+        }
+        let compiled = new.iter().map(compile_recorded).collect::<Result<Vec<_>>>()?;
+        let mut h = self.history.write().expect("policy history");
+        for p in compiled {
+            // Another task may have refreshed meanwhile: skip what is already known.
+            if h.latest_version().is_none_or(|v| p.version() > v) {
+                let version = p.version();
+                h.adopt(p).map_err(|e| Error::Store(accord_store::Error::Corrupt(e.to_string())))?;
+                tracing::info!(version, "sharing policy loaded");
+            }
+        }
+        Ok(())
+    }
+
+    /// The policy that governs the next append, if any was adopted.
+    pub fn current(&self) -> Option<Arc<Policy>> {
+        self.history.read().expect("policy history").current().cloned()
+    }
+
+    /// The policy that governed an event recorded at `position`.
+    pub fn in_force_at(&self, position: u64) -> Option<Arc<Policy>> {
+        self.history.read().expect("policy history").in_force_at(position).cloned()
+    }
+}
