@@ -90,6 +90,18 @@ async fn a_policy_that_does_not_validate_is_refused_with_the_validator_message(s
         assert!(err.message().contains(want), "{text}: {:?} lacks {want:?}", err.message());
         assert!(err.message().starts_with("events[0].body.payload."), "{}", err.message());
     }
+    // An adoption must end its request: what follows it would be checked under the old policy.
+    let err = try_append(
+        &mut admin,
+        vec![
+            policy_adopted("london-mappa", "admin-1", accord_policy::DEFAULT_POLICIES).sign(s.key("mappa-1")),
+            policy_adopted("london-mappa", "admin-1", accord_policy::DEFAULT_POLICIES).sign(s.key("mappa-1")),
+        ],
+    )
+    .await
+    .expect_err("adoption not last");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("must be the last event of its request"), "{}", err.message());
     assert_eq!(log_size(&s).await, before, "nothing written");
 }
 

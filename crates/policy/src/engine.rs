@@ -78,7 +78,7 @@ pub struct Decision {
     pub policy_ids: Vec<String>,
     /// The version (log position) of the policy that decided.
     pub policy_version: u64,
-    /// Policies that failed to evaluate (they count as not matching: fail closed).
+    /// Policies that failed to evaluate; any error makes the decision a deny (fail closed).
     pub errors: Vec<String>,
 }
 
@@ -133,13 +133,14 @@ fn schema() -> &'static (Schema, Names) {
     })
 }
 
-/// What a cached decision depends on. Agency and user ids are part of it only when some policy
-/// names an agency or a user literally; otherwise they cannot change a decision.
+/// What a cached decision depends on: every fact Cedar is given. Agency and user ids are part of
+/// it only when some policy names an agency or a user literally; otherwise the only way a policy
+/// can tell agencies apart is by comparing two of them, which `same_agency` captures.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
-    Append { actor: ActorKey, event_type: String, kind: RecordKind, addressee_kinds: Vec<&'static str> },
-    Receive { agency: AgencyKey, record: RecordKey, rel: Relation },
-    View { actor: ActorKey, record: RecordKey, rel: Relation },
+    Append { actor: ActorKey, record: RecordKey, same_agency: bool, addressee_kinds: Vec<&'static str> },
+    Receive { agency: AgencyKey, record: RecordKey, same_agency: bool, rel: Relation },
+    View { actor: ActorKey, record: RecordKey, same_agency: bool, rel: Relation },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -342,8 +343,8 @@ impl Policy {
         kinds.dedup();
         let key = Key::Append {
             actor: self.actor_key(actor),
-            event_type: record.event_type.to_owned(),
-            kind: record.kind,
+            record: self.record_key(record),
+            same_agency: actor.agency.id == record.author.id,
             addressee_kinds: kinds.clone(),
         };
         self.cached(&self.decisions, key, || {
@@ -362,7 +363,12 @@ impl Policy {
 
     /// May `agency` hold `record` in its read models, standing to it as `rel`?
     pub fn receive(&self, agency: &AgencyFacts<'_>, record: &RecordFacts<'_>, rel: Relation) -> Arc<Decision> {
-        let key = Key::Receive { agency: self.agency_key(agency), record: self.record_key(record), rel };
+        let key = Key::Receive {
+            agency: self.agency_key(agency),
+            record: self.record_key(record),
+            same_agency: agency.id == record.author.id,
+            rel,
+        };
         self.cached(&self.decisions, key, || {
             let names = &schema().1;
             let (rec, mut entities) = self.record_entities(record);
@@ -377,7 +383,12 @@ impl Policy {
     /// Nothing unless the actor's agency may receive the record; otherwise the union of the
     /// field groups of every view of the record's kind the policy lets the actor use.
     pub fn view(&self, actor: &Actor<'_>, record: &RecordFacts<'_>, rel: Relation) -> Arc<ViewDecision> {
-        let key = Key::View { actor: self.actor_key(actor), record: self.record_key(record), rel };
+        let key = Key::View {
+            actor: self.actor_key(actor),
+            record: self.record_key(record),
+            same_agency: actor.agency.id == record.author.id,
+            rel,
+        };
         self.cached(&self.view_decisions, key, || {
             let received = self.receive(&actor.agency, record, rel);
             let mut out = ViewDecision {
@@ -467,13 +478,15 @@ impl Policy {
             &self.by_action[2]
         };
         let response = self.authorizer.is_authorized(&request, set, &entities);
-        let allowed = response.decision() == cedar_policy::Decision::Allow;
+        let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
+        // Cedar skips a policy that fails to evaluate; a skipped forbid must not let a permit
+        // through, so any evaluation error denies.
+        let allowed = response.decision() == cedar_policy::Decision::Allow && errors.is_empty();
         let mut policy_ids: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
         policy_ids.sort();
         if policy_ids.is_empty() {
             policy_ids.push(DEFAULT_DENY.to_owned());
         }
-        let errors = response.diagnostics().errors().map(|e| e.to_string()).collect();
         Decision { allowed, policy_ids, policy_version: self.version, errors }
     }
 

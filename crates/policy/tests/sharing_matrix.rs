@@ -88,7 +88,8 @@ fn risk_and_mappa_columns() {
     assert_eq!(groups(&p, MET, "offender_manager", risk, CASE), set(&["summary", "detail", "plan", "victim_safety"]));
     assert_eq!(groups(&p, PROBATION, "vlo", risk, AUTHORED), set(&["victim_safety"]));
     assert_eq!(groups(&p, MET, "swlo", risk, CASE), set(&["summary"]));
-    assert_eq!(groups(&p, MET, "solo", level, CASE), set(&["level", "minutes_redacted", "actions"]));
+    assert_eq!(groups(&p, MET, "solo", level, PANEL), set(&["level", "minutes_redacted", "actions"]));
+    assert!(groups(&p, MET, "offender_manager", level, CASE).is_empty(), "MAPPA records only to the panel");
     let housing = agency("camden-housing", AgencyKind::Housing);
     assert_eq!(groups(&p, housing, "dtc_rep", level, PANEL), set(&["level", "minutes_redacted", "own_actions"]));
     assert!(!groups(&p, housing, "dtc_rep", level, PANEL).contains("minutes"), "dtc reads redacted minutes only");
@@ -129,7 +130,11 @@ fn victim_contact_and_consent_columns() {
     let p = default_policy(0);
     let contact = record("accord.v1.VictimContactDetailsRecorded", MET);
     assert_eq!(groups(&p, MET, "solo", contact, AUTHORED), set(&["victim_contact"]));
-    assert_eq!(groups(&p, PROBATION, "vlo", contact, CASE), set(&["victim_contact"]));
+    assert_eq!(groups(&p, PROBATION, "vlo", contact, ADDRESSED), set(&["victim_contact"]));
+    assert!(groups(&p, PROBATION, "vlo", contact, CASE).is_empty(), "managing the offender is not a reason");
+    let both = roles(&["solo", "offender_manager"]);
+    let seen = p.view(&Actor { agency: MET, user: "u-1", roles: &both }, &contact, AUTHORED);
+    assert!(seen.field_groups.is_empty(), "a user who also faces the offender: {:?}", seen.policy_ids);
     for offender_facing in ["offender_manager", "ppro", "mappa_coordinator", "disclosure_officer"] {
         assert!(groups(&p, MET, offender_facing, contact, AUTHORED).is_empty(), "{offender_facing}");
     }
@@ -313,6 +318,9 @@ const ROLES: &[&str] = &[
 
 const EVENT_TYPES: &[&str] = &[
     "accord.v1.NominalRegistered",
+    "accord.v1.EncompassNotificationAcknowledged",
+    "accord.v1.SchoolSupportRecorded",
+    "accord.v1.RecordCorrected",
     "accord.v1.OrderRecorded",
     "accord.v1.RiskAssessmentRecorded",
     "accord.v1.RiskManagementPlanUpdated",
@@ -341,66 +349,99 @@ fn matrix_receive(kind: AgencyKind, rec: RecordKind, rel: Relation) -> bool {
         A::School => rel.addressed && matches!(rec, RecordKind::Encompass | RecordKind::Disclosure),
         A::SupportService => {
             rel.consent_in_scope && rel.addressed && matches!(rec, RecordKind::Support | RecordKind::VictimContact)
-                || rel.addressed && rec == RecordKind::Disclosure
         }
         _ => match rec {
-            RecordKind::Nominal | RecordKind::Risk | RecordKind::Mappa => {
+            RecordKind::Nominal | RecordKind::Risk => {
                 rel.mappa_panel
                     || rel.case_member && matches!(kind, A::Police | A::Probation | A::Prison | A::MappaUnit)
             }
-            RecordKind::VictimContact => rel.case_member && matches!(kind, A::Police | A::Probation),
+            RecordKind::Mappa => rel.mappa_panel,
+            RecordKind::VictimContact => rel.addressed && matches!(kind, A::Police | A::Probation),
             RecordKind::Encompass => rel.addressed && matches!(kind, A::LocalAuthority | A::ChildrensServices),
-            RecordKind::Disclosure => rel.addressed || rel.case_member || rel.mappa_panel,
-            RecordKind::Support => rel.addressed && rel.consent_in_scope,
+            RecordKind::Disclosure => {
+                rel.addressed
+                    || (rel.case_member || rel.mappa_panel) && matches!(kind, A::Police | A::Probation | A::MappaUnit)
+            }
             RecordKind::Intelligence => kind == A::Police && rel.case_member,
             _ => false,
         },
     }
 }
 
-/// The most field groups a role may see of a record kind (the matrix's F/P/O/–), independently
-/// of the Cedar text. `None` means nothing at all.
-fn matrix_view(role: &str, rec: RecordKind) -> Option<&'static [&'static str]> {
+/// The agency kinds a role is exercised in (DOMAIN.md §2).
+fn role_home(role: &str, kind: AgencyKind) -> bool {
+    use AgencyKind as A;
+    match role {
+        "offender_manager" | "ppro" | "solo" | "swlo" | "disclosure_officer" => kind == A::Police,
+        "probation_om" | "vlo" => kind == A::Probation,
+        "mappa_coordinator" => matches!(kind, A::Police | A::Probation | A::Prison | A::MappaUnit),
+        "dtc_rep" => matches!(
+            kind,
+            A::ChildrensServices | A::Housing | A::Health | A::YouthJustice | A::LocalAuthority | A::Prison
+        ),
+        "dsl" | "smlo" => matches!(kind, A::School | A::LocalAuthority),
+        "isva" | "idva" | "support_worker" => kind == A::SupportService,
+        _ => true,
+    }
+}
+
+/// Roles that face offenders: a user holding one never sees a victim's contact details.
+const OFFENDER_FACING: &[&str] =
+    &["offender_manager", "ppro", "probation_om", "mappa_coordinator", "dtc_rep", "disclosure_officer", "dsl", "smlo"];
+
+/// The most field groups a role at an agency of `kind` may see of a record (the matrix's
+/// F/P/O/–, with O's "addressed to or owned by the caller" conditions), independently of the
+/// Cedar text. Empty means nothing at all.
+fn matrix_view(role: &str, kind: AgencyKind, rec: RecordKind, rel: Relation) -> &'static [&'static str] {
     const NOMINAL_ALL: &[&str] = &["identity", "flags", "notification", "address", "orders", "financial"];
     const RISK_ALL: &[&str] = &["summary", "detail", "plan", "victim_safety"];
     const MAPPA_ALL: &[&str] = &["referral", "level", "minutes", "actions", "victim_items"];
     const DISCLOSURE_ALL: &[&str] = &["application", "checks", "decision", "content", "progress"];
+    const ENCOMPASS: &[&str] = &["notification", "acknowledgement", "school_support"];
     use RecordKind as K;
     if rec == K::Registry {
-        return Some(&["registry"]);
+        return &["registry"];
     }
+    if !role_home(role, kind) {
+        return &[];
+    }
+    let own = rel.authored;
+    let to_me = rel.addressed;
     match (role, rec) {
-        ("offender_manager" | "ppro", K::Nominal) => Some(NOMINAL_ALL),
-        ("offender_manager" | "ppro", K::Risk) => Some(RISK_ALL),
-        ("offender_manager" | "ppro", K::Mappa) => Some(MAPPA_ALL),
-        ("offender_manager" | "ppro" | "disclosure_officer", K::Disclosure) => Some(DISCLOSURE_ALL),
-        ("offender_manager" | "ppro" | "solo" | "swlo" | "disclosure_officer", K::Intelligence) => {
-            Some(&["incident", "intelligence"])
+        ("offender_manager" | "ppro", K::Nominal) => NOMINAL_ALL,
+        ("offender_manager" | "ppro", K::Risk) => RISK_ALL,
+        ("offender_manager" | "ppro", K::Mappa) => MAPPA_ALL,
+        ("offender_manager" | "ppro" | "disclosure_officer", K::Disclosure) if own => DISCLOSURE_ALL,
+        ("offender_manager" | "ppro" | "solo" | "swlo", K::Intelligence) => &["incident", "intelligence"],
+        ("disclosure_officer", K::Intelligence) if own => &["incident", "intelligence"],
+        ("solo" | "swlo", K::Nominal) => &["flags"],
+        ("solo" | "swlo", K::Risk) => &["summary"],
+        ("solo" | "swlo", K::Mappa) => &["level", "minutes_redacted", "actions"],
+        ("solo" | "swlo", K::VictimContact) if own => &["victim_contact"],
+        ("solo" | "swlo", K::Support) if own => &["consent", "referral", "safe_contact"],
+        ("vlo", K::VictimContact) => &["victim_contact"],
+        ("isva" | "idva" | "support_worker", K::VictimContact) if to_me && rel.consent_in_scope => &["victim_contact"],
+        ("isva" | "idva" | "support_worker", K::Support) if to_me && rel.consent_in_scope => {
+            &["consent", "referral", "safe_contact"]
         }
-        ("solo" | "swlo", K::Nominal) => Some(&["flags"]),
-        ("solo" | "swlo", K::Risk) => Some(&["summary"]),
-        ("solo" | "swlo", K::Mappa) => Some(&["level", "minutes_redacted", "actions"]),
-        ("solo" | "swlo" | "vlo" | "isva" | "idva" | "support_worker", K::VictimContact) => Some(&["victim_contact"]),
-        ("solo" | "swlo" | "isva" | "idva" | "support_worker", K::Support) => {
-            Some(&["consent", "referral", "safe_contact"])
-        }
-        ("disclosure_officer", K::Encompass) => Some(&["notification", "acknowledgement", "school_support"]),
-        ("probation_om", K::Nominal) => Some(&["identity", "flags", "notification", "address", "orders"]),
-        ("probation_om" | "mappa_coordinator", K::Risk) => Some(RISK_ALL),
-        ("probation_om" | "mappa_coordinator", K::Mappa) => Some(MAPPA_ALL),
-        ("probation_om" | "mappa_coordinator", K::Disclosure) => Some(&["application", "decision", "progress"]),
-        ("vlo", K::Nominal) => Some(&["identity"]),
-        ("vlo", K::Risk) => Some(&["victim_safety"]),
-        ("vlo", K::Mappa) => Some(&["level", "victim_items"]),
-        ("mappa_coordinator", K::Nominal) => Some(&["identity", "flags", "notification", "orders"]),
-        ("dtc_rep", K::Nominal) => Some(&["identity"]),
-        ("dtc_rep", K::Risk) => Some(&["summary"]),
-        ("dtc_rep", K::Mappa) => Some(&["level", "minutes_redacted", "own_actions"]),
-        ("dtc_rep" | "dsl" | "smlo", K::Encompass) => Some(&["notification", "acknowledgement", "school_support"]),
-        ("dsl" | "smlo", K::Disclosure) => Some(&["content"]),
-        ("dsl" | "smlo", K::Support) => Some(&["referral"]),
-        ("agency_admin", K::Governance) => Some(&["governance"]),
-        _ => None,
+        ("disclosure_officer", K::Encompass) if own => ENCOMPASS,
+        ("probation_om", K::Nominal) => &["identity", "flags", "notification", "address", "orders"],
+        ("probation_om" | "mappa_coordinator", K::Risk) => RISK_ALL,
+        ("probation_om" | "mappa_coordinator", K::Mappa) => MAPPA_ALL,
+        ("probation_om" | "mappa_coordinator", K::Disclosure) => &["application", "decision", "progress"],
+        ("vlo", K::Nominal) => &["identity"],
+        ("vlo", K::Risk) => &["victim_safety"],
+        ("vlo", K::Mappa) => &["level", "victim_items"],
+        ("mappa_coordinator", K::Nominal) => &["identity", "flags", "notification", "orders"],
+        ("dtc_rep", K::Nominal) => &["identity"],
+        ("dtc_rep", K::Risk) => &["summary"],
+        ("dtc_rep", K::Mappa) => &["level", "minutes_redacted", "own_actions"],
+        ("dtc_rep", K::Encompass) if to_me && kind == AgencyKind::ChildrensServices => ENCOMPASS,
+        ("dsl" | "smlo", K::Encompass) if to_me => ENCOMPASS,
+        ("dsl" | "smlo", K::Disclosure) if to_me => &["content"],
+        ("dsl" | "smlo", K::Support) if own => &["referral"],
+        ("agency_admin", K::Governance) if own => &["governance"],
+        _ => &[],
     }
 }
 
@@ -432,12 +473,15 @@ proptest! {
         kind in arb_kind(),
         governs in any::<bool>(),
         author_kind in arb_kind(),
+        same_agency in any::<bool>(),
         event_type in prop::sample::select(EVENT_TYPES),
         rel in arb_relation(),
     ) {
         let p = shared();
         let who = AgencyFacts { id: "a-1", kind, governs_policy: governs };
-        let rec = RecordFacts { event_type, kind: record_kind(event_type), author: AgencyFacts { id: "a-2", kind: author_kind, governs_policy: false } };
+        let author = if same_agency { who } else { AgencyFacts { id: "a-2", kind: author_kind, governs_policy: false } };
+        let rel = if same_agency { Relation { authored: true, ..rel } } else { rel };
+        let rec = RecordFacts { event_type, kind: record_kind(event_type), author };
         let r = roles(&role_picks);
         let received = p.receive(&who, &rec, rel);
         prop_assert!(!received.allowed || matrix_receive(kind, rec.kind, rel),
@@ -446,40 +490,38 @@ proptest! {
         prop_assert!(seen.field_groups.is_empty() || received.allowed, "a view without receive");
         let mut most: BTreeSet<String> = BTreeSet::new();
         for role in &role_picks {
-            most.extend(matrix_view(role, rec.kind).unwrap_or(&[]).iter().map(|g| (*g).to_owned()));
+            most.extend(matrix_view(role, kind, rec.kind, rel).iter().map(|g| (*g).to_owned()));
         }
         prop_assert!(seen.field_groups.is_subset(&most),
-            "{role_picks:?} at {kind:?} saw {:?} of {event_type} (at most {most:?}) by {:?}",
+            "{role_picks:?} at {kind:?} saw {:?} of {event_type} as {rel:?} (at most {most:?}) by {:?}",
             seen.field_groups, seen.policy_ids);
-        // a victim's contact details never reach anyone without a victim-facing role
-        if rec.kind == RecordKind::VictimContact && !seen.field_groups.is_empty() {
-            prop_assert!(role_picks.iter().any(|r| ["solo", "swlo", "vlo", "isva", "idva", "support_worker"].contains(r)));
+        // A victim's contact details never reach a user holding an offender-facing role.
+        if rec.kind == RecordKind::VictimContact && role_picks.iter().any(|r| OFFENDER_FACING.contains(r)) {
+            prop_assert!(seen.field_groups.is_empty(), "{role_picks:?} saw victim contact details");
         }
     }
-}
 
-#[test]
-fn receivers_come_from_the_record_s_parties() {
-    let p = shared();
-    let note = record("accord.v1.EncompassNotificationSent", MET);
-    let parties = accord_policy::Parties { author: "met-police", addressees: &["st-marys"], ..Default::default() };
-    let lookup = |id: &str| match id {
-        "met-police" => Some(MET),
-        "st-marys" => Some(agency("st-marys", AgencyKind::School)),
-        _ => None,
-    };
-    let got: Vec<(&str, bool)> =
-        p.receivers(&note, &parties, lookup).into_iter().map(|(a, d)| (a, d.allowed)).collect();
-    assert_eq!(got, vec![("met-police", true), ("st-marys", true)], "the other school is never a candidate");
-
-    let panel = accord_policy::Parties {
-        author: "probation-london",
-        case_members: &["met-police", "probation-london"],
-        mappa_panel: &["camden-cs", "met-police"],
-        ..Default::default()
-    };
-    let c = panel.candidates();
-    assert_eq!(c.len(), 3);
-    assert_eq!(c[0], ("probation-london", Relation { authored: true, case_member: true, ..NONE }));
-    assert_eq!(c[1], ("met-police", Relation { case_member: true, mappa_panel: true, ..NONE }));
+    #[test]
+    fn no_append_outside_the_roles_of_domain_section_2(
+        role in prop::sample::select(ROLES),
+        kind in arb_kind(),
+        governs in any::<bool>(),
+        event_type in prop::sample::select(EVENT_TYPES),
+        addressees in prop::collection::vec(arb_kind(), 0..3),
+    ) {
+        let p = shared();
+        let who = AgencyFacts { id: "a-1", kind, governs_policy: governs };
+        let r = roles(&[role]);
+        let d = p.append(&Actor { agency: who, user: "u-1", roles: &r }, &RecordFacts { event_type, kind: record_kind(event_type), author: who }, &addressees);
+        if d.allowed {
+            prop_assert!(role_home(role, kind) || role == "agency_admin" || role == "auditor", "{role} at {kind:?} wrote {event_type}");
+            prop_assert!(role != "janitor");
+            if event_type == "accord.v1.EncompassNotificationSent" {
+                prop_assert!(!addressees.is_empty() && addressees.iter().all(|k| matches!(k, AgencyKind::School | AgencyKind::LocalAuthority)));
+            }
+            if event_type == "accord.v1.SupportReferralMade" {
+                prop_assert!(!addressees.is_empty() && addressees.iter().all(|k| *k == AgencyKind::SupportService));
+            }
+        }
+    }
 }

@@ -206,6 +206,15 @@ fn decide(s: &mut State, snap: &Snapshot, recorded_at: Timestamp, events: &[NewE
         if let Some(at) = key.revoked_at {
             return Err(Error::KeyRefused(format!("signing key {} was revoked at position {at}", e.key_id)));
         }
+        if e.policy_version.is_none()
+            && d.policy_version.is_some()
+            && e.author_agency.as_str() != accord_domain::SYSTEM_AGENCY
+        {
+            return Err(Error::Invalid(format!(
+                "event {} by agency {} was not checked against the sharing policy in force",
+                e.event_id, e.author_agency
+            )));
+        }
         if e.policy_version.is_some() && e.policy_version != d.policy_version {
             return Err(Error::PolicyChanged(format!(
                 "event {} was checked under the sharing policy adopted at position {}, but the policy adopted at position {} is now in force",
@@ -542,7 +551,6 @@ mod tests {
     fn a_policy_adoption_takes_effect_for_the_rest_of_the_round() {
         let mut adopt = ev("accord-policy", ExpectedVersion::Any);
         adopt.effect = RegistryEffect::AdoptPolicy;
-        adopt.policy_version = None;
         let adopt = vec![adopt];
         let checked_before = vec![ev("nominal-z", ExpectedVersion::Any)];
         let mut checked_after = ev("nominal-y", ExpectedVersion::Any);
@@ -561,6 +569,13 @@ mod tests {
         );
         assert!(matches!(&p.outcomes[3], Err(Error::PolicyChanged(_))), "checked under a policy that is not in force");
         assert_eq!(p.events.len(), 2);
+
+        let mut unchecked = ev("nominal-w", ExpectedVersion::Any);
+        unchecked.policy_version = None;
+        let p = plan(&snapshot(2), frontier(2), Timestamp(9), &[&[unchecked]]);
+        assert!(
+            matches!(&p.outcomes[0], Err(Error::Invalid(m)) if m.contains("not checked against the sharing policy"))
+        );
     }
 
     #[test]

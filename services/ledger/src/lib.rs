@@ -216,9 +216,16 @@ pub async fn prepare_batch(
             "events: at most {MAX_REQUEST_BYTES} bytes of bodies per request, found {total}"
         )));
     }
-    let mut out = Vec::with_capacity(events.len());
+    let n = events.len();
+    let mut out = Vec::with_capacity(n);
     for (i, e) in events.into_iter().enumerate() {
-        out.push(prepare(sharing, writer, i, e).await?);
+        let prepared = prepare(sharing, writer, i, e).await?;
+        if matches!(prepared.effect, RegistryEffect::AdoptPolicy) && i + 1 < n {
+            return Err(Error::Invalid(format!(
+                "events[{i}]: a PolicyAdopted must be the last event of its request; the events after it would be checked under the policy it replaces"
+            )));
+        }
+        out.push(prepared);
     }
     Ok(out)
 }
@@ -301,8 +308,11 @@ impl pb::ledger_server::Ledger for Ledger {
                 Err(accord_store::Error::PolicyChanged(_)) if attempt < 3 => self.sharing.refresh().await?,
                 Err(e) => return Err(Error::from(e).into()),
                 Ok(r) => {
-                    if adopts {
-                        self.sharing.refresh().await?;
+                    // The adoption is recorded whatever happens next: report the receipts. A
+                    // failed reload only delays this process's use of the new policy (the
+                    // sequencer refuses anything checked under the old one meanwhile).
+                    if adopts && let Err(e) = self.sharing.refresh().await {
+                        tracing::warn!(error = %e, "reloading the sharing policy after an adoption failed");
                     }
                     break r;
                 }

@@ -1,6 +1,7 @@
 //! The sharing policy as the log records it: every `PolicyAdopted` event, compiled, by position.
 //! The Ledger checks appends against the latest; the read models will ask [`Sharing::in_force_at`]
-//! for `receive` and `view` decisions as of any position.
+//! for `receive` and `view` decisions as of any position (it reads the log again whenever the
+//! position is beyond what it has read, so it never answers with a replaced policy).
 
 use std::sync::{Arc, RwLock};
 
@@ -14,7 +15,14 @@ use crate::{Error, Result, convert};
 #[derive(Debug)]
 pub struct Sharing {
     store: Store,
-    history: RwLock<History>,
+    history: RwLock<Known>,
+}
+
+/// The adoptions read so far, complete for every position below `log_size`.
+#[derive(Debug, Default)]
+struct Known {
+    history: History,
+    log_size: u64,
 }
 
 /// Compiles a `PolicyAdopted` payload as the policy in force after `position`. `field` prefixes
@@ -48,7 +56,7 @@ fn compile_recorded(e: &RecordedEvent) -> Result<Policy> {
 impl Sharing {
     /// Loads every adopted policy from `store`.
     pub async fn load(store: Store) -> Result<Arc<Sharing>> {
-        let s = Sharing { store, history: RwLock::new(History::new()) };
+        let s = Sharing { store, history: RwLock::new(Known::default()) };
         s.refresh().await?;
         Ok(Arc::new(s))
     }
@@ -60,31 +68,38 @@ impl Sharing {
 
     /// Reads adoptions recorded since the last refresh (by this or another server process).
     pub async fn refresh(&self) -> Result<()> {
-        let after = self.history.read().expect("policy history").latest_version();
+        // The log size first: every adoption below it is then in what is read next.
+        let log_size = self.store.log_size().await?;
+        let after = self.history.read().expect("policy history").history.latest_version();
         let new = self.store.policy_adoptions(after).await?;
-        if new.is_empty() {
-            return Ok(());
-        }
         let compiled = new.iter().map(compile_recorded).collect::<Result<Vec<_>>>()?;
-        let mut h = self.history.write().expect("policy history");
+        let mut k = self.history.write().expect("policy history");
         for p in compiled {
             // Another task may have refreshed meanwhile: skip what is already known.
-            if h.latest_version().is_none_or(|v| p.version() > v) {
+            if k.history.latest_version().is_none_or(|v| p.version() > v) {
                 let version = p.version();
-                h.adopt(p).map_err(|e| Error::Store(accord_store::Error::Corrupt(e.to_string())))?;
+                k.history.adopt(p).map_err(|e| Error::Store(accord_store::Error::Corrupt(e.to_string())))?;
                 tracing::info!(version, "sharing policy loaded");
             }
         }
+        k.log_size = k.log_size.max(log_size);
         Ok(())
     }
 
-    /// The policy that governs the next append, if any was adopted.
+    /// The policy that governs the next append, if any was adopted, as far as this process has
+    /// read the log. The sequencer refuses an append checked under a policy that is no longer the
+    /// latest, so a stale answer here cannot record anything.
     pub fn current(&self) -> Option<Arc<Policy>> {
-        self.history.read().expect("policy history").current().cloned()
+        self.history.read().expect("policy history").history.current().cloned()
     }
 
-    /// The policy that governed an event recorded at `position`.
-    pub fn in_force_at(&self, position: u64) -> Option<Arc<Policy>> {
-        self.history.read().expect("policy history").in_force_at(position).cloned()
+    /// The policy that governed (or governs) an event at `position`. Reads the log first when
+    /// this process has not yet seen every adoption below `position`, so a read model never
+    /// applies a policy that had already been replaced.
+    pub async fn in_force_at(&self, position: u64) -> Result<Option<Arc<Policy>>> {
+        if position > self.history.read().expect("policy history").log_size {
+            self.refresh().await?;
+        }
+        Ok(self.history.read().expect("policy history").history.in_force_at(position).cloned())
     }
 }

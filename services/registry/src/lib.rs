@@ -355,9 +355,16 @@ pub async fn bootstrap(
             accord_policy::DEFAULT_VIEWS,
             "the default sharing agreements (deploy/policies/)",
         )?;
+        // Expected version "no stream": of several processes starting on one new log, one
+        // adopts and the others find its adoption.
         let draft = system_event(accord_domain::payload::POLICY_STREAM, &adopted, ("agency", SYSTEM_AGENCY))
-            .legal_basis("ACCORD-POLICY", "adopt the sharing agreements in force");
-        appended += append(sharing, server_key, vec![draft]).await?;
+            .legal_basis("ACCORD-POLICY", "adopt the sharing agreements in force")
+            .no_stream();
+        match append(sharing, server_key, vec![draft]).await {
+            Ok(n) => appended += n,
+            Err(Error::Store(accord_store::Error::Conflict(_))) => {}
+            Err(e) => return Err(e),
+        }
         sharing.refresh().await?;
     }
     if appended > 0 {
