@@ -31,6 +31,7 @@ pub const AGENCIES: &[(&str, &str, &str, &[&str])] = &[
     ("probation-london", "Probation Service London", "probation", &["prob-1"]),
     ("st-marys-school", "St Mary's Primary School", "school", &["school-1"]),
     ("london-mappa", "London MAPPA Strategic Management Board", "mappa_unit", &["mappa-1"]),
+    ("st-johns-school", "St John's Academy", "school", &["school-2"]),
 ];
 
 /// The agencies whose admins may adopt sharing policy.
@@ -223,4 +224,39 @@ pub fn policy_adopted(agency: &str, user: &str, policies: &str) -> EventDraft {
         .legal_basis("CJA2003-s325", "MAPPA sharing agreement review")
         .subject("agency", agency)
         .regime(pb::Regime::Part3)
+}
+
+/// A valid `EncompassNotificationSent` from a police disclosure officer of `agency` to the school
+/// `to` (URN `urn`) about a new child, due in 36 hours. Returns the draft and the notification id.
+pub fn encompass_notification(agency: &str, user: &str, to: &str, urn: &str) -> (EventDraft, String) {
+    let id = uuid::Uuid::now_v7().to_string();
+    let child = uuid::Uuid::now_v7().to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let draft = EventDraft::new(
+        &format!("encompass-{id}"),
+        &pb::EncompassNotificationSent {
+            notification_id: id.clone(),
+            incident_ref: "MPS-DA-2026-0042".into(),
+            child: Some(pb::EncompassChild {
+                child_id: child.clone(),
+                name: "Child A".into(),
+                date_of_birth: "2016-04-01".into(),
+                present: true,
+                whereabouts: "upstairs bedroom".into(),
+                voice_of_child: "said she was frightened by the shouting".into(),
+            }),
+            establishment_urn: urn.into(),
+            local_authority: String::new(),
+            recipient_role: "dsl".into(),
+            incident_summary: "Saturday 23:10, the family home".into(),
+            circumstances: "Police attended a verbal argument between the adults; the child was awake".into(),
+            deadline: Some(prost_types::Timestamp { seconds: now + 36 * 3600, nanos: 0 }),
+        },
+    )
+    .author(agency, user, "disclosure_officer")
+    .legal_basis("DAA2021-s49A", "Operation Encompass notification")
+    .subject("child", &child)
+    .addressee(to)
+    .no_stream();
+    (draft, id)
 }

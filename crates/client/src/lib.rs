@@ -158,7 +158,9 @@ catalogued!(
     LogKeyRegistered,
     NominalRegistered,
     MappaLevelSet,
-    PolicyAdopted
+    PolicyAdopted,
+    EncompassNotificationSent,
+    EncompassNotificationAcknowledged
 );
 
 /// An event being built. Defaults: a fresh UUIDv7 id, expected version `any`, schema version 1,

@@ -198,6 +198,42 @@ pub struct MappaLevelSet {
     pub rationale: String,
 }
 
+/// A child in an Operation Encompass notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct EncompassChild {
+    pub child_id: String,
+    pub name: String,
+    pub date_of_birth: String,
+    pub present: bool,
+    pub whereabouts: String,
+    pub voice_of_child: String,
+}
+
+/// `accord.v1.EncompassNotificationSent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct EncompassNotificationSent {
+    pub notification_id: String,
+    pub incident_ref: String,
+    pub child: Option<EncompassChild>,
+    pub establishment_urn: String,
+    pub local_authority: String,
+    pub recipient_role: String,
+    pub incident_summary: String,
+    pub circumstances: String,
+    /// Microseconds since the Unix epoch, when set.
+    pub deadline: Option<crate::Timestamp>,
+}
+
+/// `accord.v1.EncompassNotificationAcknowledged`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct EncompassNotificationAcknowledged {
+    pub notification_id: String,
+    pub acknowledged_by: String,
+}
+
 /// One view of a [`PolicyAdopted`]: a field allowlist over one kind of record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyView {
@@ -235,6 +271,8 @@ pub enum Payload {
     NominalRegistered(NominalRegistered),
     MappaLevelSet(MappaLevelSet),
     PolicyAdopted(PolicyAdopted),
+    EncompassNotificationSent(EncompassNotificationSent),
+    EncompassNotificationAcknowledged(EncompassNotificationAcknowledged),
 }
 
 /// How recording an event changes the key registry.
@@ -287,6 +325,10 @@ pub mod types {
     pub const MAPPA_LEVEL_SET: &str = "accord.v1.MappaLevelSet";
     /// `PolicyAdopted`.
     pub const POLICY_ADOPTED: &str = "accord.v1.PolicyAdopted";
+    /// `EncompassNotificationSent`.
+    pub const ENCOMPASS_NOTIFICATION_SENT: &str = "accord.v1.EncompassNotificationSent";
+    /// `EncompassNotificationAcknowledged`.
+    pub const ENCOMPASS_NOTIFICATION_ACKNOWLEDGED: &str = "accord.v1.EncompassNotificationAcknowledged";
 }
 
 /// The stream registry events about `agency` belong to.
@@ -335,6 +377,74 @@ fn expect_subject(body: &EventBody, kind: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
+fn validate_encompass(body: &EventBody, p: &EncompassNotificationSent) -> Result<()> {
+    nominal_uuid("payload.notification_id", &p.notification_id)?;
+    expect_stream(body, &format!("encompass-{}", p.notification_id))?;
+    bounded_text("payload.incident_ref", &p.incident_ref, 64)?;
+    let child = p.child.as_ref().ok_or_else(|| Error::invalid("payload.child", "must describe the child"))?;
+    nominal_uuid("payload.child.child_id", &child.child_id)?;
+    expect_subject(body, "child", &child.child_id)?;
+    bounded_text("payload.child.name", &child.name, 200)?;
+    let dob = Date::parse("payload.child.date_of_birth", &child.date_of_birth)?;
+    let occurred_day = body.occurred_at.micros().div_euclid(86_400_000_000);
+    if dob.days_since_epoch() > occurred_day {
+        return Err(Error::invalid(
+            "payload.child.date_of_birth",
+            format!("must not be after the incident, found {}", child.date_of_birth),
+        ));
+    }
+    if !child.whereabouts.is_empty() {
+        bounded_text("payload.child.whereabouts", &child.whereabouts, 400)?;
+    }
+    if !child.voice_of_child.is_empty() {
+        bounded_text("payload.child.voice_of_child", &child.voice_of_child, 4000)?;
+    }
+    match (p.establishment_urn.is_empty(), p.local_authority.is_empty()) {
+        (true, true) => {
+            return Err(Error::invalid(
+                "payload.establishment_urn",
+                "an Encompass notification needs the receiving establishment's URN or, for a home-educated child, the local authority",
+            ));
+        }
+        (false, false) => {
+            return Err(Error::invalid(
+                "payload.local_authority",
+                "set either establishment_urn or local_authority, not both",
+            ));
+        }
+        (false, true) => {
+            let ok =
+                (6..=7).contains(&p.establishment_urn.len()) && p.establishment_urn.bytes().all(|b| b.is_ascii_digit());
+            if !ok {
+                return Err(Error::invalid(
+                    "payload.establishment_urn",
+                    format!("must be a 6 or 7 digit URN, found {:?}", p.establishment_urn),
+                ));
+            }
+        }
+        (true, false) => bounded_text("payload.local_authority", &p.local_authority, 200)?,
+    }
+    if body.addressees.len() != 1 {
+        return Err(Error::invalid(
+            "addressees",
+            format!(
+                "an Encompass notification goes to exactly one school or local authority, found {}",
+                body.addressees.len()
+            ),
+        ));
+    }
+    bounded_text("payload.recipient_role", &p.recipient_role, 64)?;
+    bounded_text("payload.incident_summary", &p.incident_summary, 1000)?;
+    bounded_text("payload.circumstances", &p.circumstances, 4000)?;
+    let deadline = p
+        .deadline
+        .ok_or_else(|| Error::invalid("payload.deadline", "must be set: before the start of the next school day"))?;
+    if deadline.micros() <= body.occurred_at.micros() {
+        return Err(Error::invalid("payload.deadline", "must be after the event's occurred_at"));
+    }
+    Ok(())
+}
+
 impl Payload {
     /// The event type this payload is recorded as.
     pub fn event_type(&self) -> &'static str {
@@ -346,6 +456,8 @@ impl Payload {
             Payload::NominalRegistered(_) => types::NOMINAL_REGISTERED,
             Payload::MappaLevelSet(_) => types::MAPPA_LEVEL_SET,
             Payload::PolicyAdopted(_) => types::POLICY_ADOPTED,
+            Payload::EncompassNotificationSent(_) => types::ENCOMPASS_NOTIFICATION_SENT,
+            Payload::EncompassNotificationAcknowledged(_) => types::ENCOMPASS_NOTIFICATION_ACKNOWLEDGED,
         }
     }
 
@@ -449,6 +561,12 @@ impl Payload {
                     bounded_text("payload.description", &p.description, 4000)?;
                 }
                 Ok(())
+            }
+            Payload::EncompassNotificationSent(p) => validate_encompass(body, p),
+            Payload::EncompassNotificationAcknowledged(p) => {
+                nominal_uuid("payload.notification_id", &p.notification_id)?;
+                expect_stream(body, &format!("encompass-{}", p.notification_id))?;
+                bounded_text("payload.acknowledged_by", &p.acknowledged_by, 128)
             }
         }
     }

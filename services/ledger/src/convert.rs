@@ -244,6 +244,34 @@ pub fn payload(p: &str, body: &EventBody) -> Result<Payload> {
                 description: m.description,
             })
         }
+        types::ENCOMPASS_NOTIFICATION_SENT => {
+            let m: pb::EncompassNotificationSent = decode(p, body)?;
+            Payload::EncompassNotificationSent(payload::EncompassNotificationSent {
+                notification_id: m.notification_id,
+                incident_ref: m.incident_ref,
+                child: m.child.map(|c| payload::EncompassChild {
+                    child_id: c.child_id,
+                    name: c.name,
+                    date_of_birth: c.date_of_birth,
+                    present: c.present,
+                    whereabouts: c.whereabouts,
+                    voice_of_child: c.voice_of_child,
+                }),
+                establishment_urn: m.establishment_urn,
+                local_authority: m.local_authority,
+                recipient_role: m.recipient_role,
+                incident_summary: m.incident_summary,
+                circumstances: m.circumstances,
+                deadline: m.deadline.map(|t| timestamp(&pf("deadline"), Some(t))).transpose()?,
+            })
+        }
+        types::ENCOMPASS_NOTIFICATION_ACKNOWLEDGED => {
+            let m: pb::EncompassNotificationAcknowledged = decode(p, body)?;
+            Payload::EncompassNotificationAcknowledged(payload::EncompassNotificationAcknowledged {
+                notification_id: m.notification_id,
+                acknowledged_by: m.acknowledged_by,
+            })
+        }
         other => {
             return Err(Error::invalid(
                 at(p, "event_type"),
