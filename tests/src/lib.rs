@@ -139,6 +139,19 @@ impl TestServer {
         self.running = Some(running);
     }
 
+    /// Starts a second server process's worth of server (its own store, sequencer and policy
+    /// history) on the same database and keys, as a second replica would; returns its endpoint
+    /// and the handle that stops it.
+    pub async fn second_instance(&self) -> (String, accord_server::Running) {
+        let (addr, running) = accord_server::spawn(self.settings.clone()).await.expect("second instance starts");
+        (format!("http://{addr}"), running)
+    }
+
+    /// A client of another instance at `endpoint`.
+    pub async fn client_at(&self, endpoint: &str, agency: &str, user: &str, roles: &[&str]) -> Client {
+        Client::connect(endpoint, &self.token(agency, user, roles)).await.expect("connect")
+    }
+
     /// Stops the server.
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {

@@ -141,7 +141,37 @@ async fn a_policy_change_takes_effect_at_its_position_and_not_before(s: TestServ
     assert!(adoptions[0].position < set[0].position && adopted[0].position == adoptions[1].position);
 }
 
+async fn an_adoption_by_another_instance_governs_this_one_at_once(s: TestServer) {
+    // Two instances on one database, as two replicas: this one has read the default policy.
+    let (other, running) = s.second_instance().await;
+    let met = s.key("met-1");
+    let mut om = s.client("met-police", "pc-1", &["offender_manager"]).await;
+    try_append(&mut om, vec![nominal_registered("met-police", "pc-1").0.sign(met)]).await.expect("allowed by default");
+
+    // The other instance adopts a policy that forbids what this one would still allow.
+    let text = format!(
+        "{}\n@id(\"append.freeze_registrations\") forbid (principal in Accord::Role::\"offender_manager\", action == Accord::Action::\"append\", resource) when {{ resource.event_type == \"accord.v1.NominalRegistered\" }};",
+        accord_policy::DEFAULT_POLICIES
+    );
+    let mut admin = s.client_at(&other, "london-mappa", "admin-1", &["agency_admin"]).await;
+    try_append(&mut admin, vec![policy_adopted("london-mappa", "admin-1", &text).sign(s.key("mappa-1"))])
+        .await
+        .unwrap();
+
+    // This instance checked under the old policy would allow it; the sequencer sees the newer
+    // adoption under the log lock, and the re-check under the new policy refuses.
+    let before = log_size(&s).await;
+    let err = try_append(&mut om, vec![nominal_registered("met-police", "pc-1").0.sign(met)])
+        .await
+        .expect_err("the new policy is in force everywhere");
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    assert!(err.message().contains("append.freeze_registrations"), "{}", err.message());
+    assert_eq!(log_size(&s).await, before, "nothing written");
+    running.stop().await.unwrap();
+}
+
 accord_e2e::on_both_backends!(
+    an_adoption_by_another_instance_governs_this_one_at_once,
     the_default_policy_is_adopted_once_on_first_start,
     only_a_governing_agency_admin_adopts_policy,
     a_policy_that_does_not_validate_is_refused_with_the_validator_message,

@@ -71,7 +71,7 @@ fn questions() -> Vec<Question> {
                     out.push(Question {
                         who: AgencyFacts { id, kind: *kind, governs_policy: false },
                         roles: vec![Role::parse(*role).unwrap()],
-                        record: RecordFacts { event_type: ty, kind: record_kind(ty), author },
+                        record: RecordFacts { event_type: ty, kind: record_kind(ty), author, tags: &[] },
                         rel,
                     });
                 }

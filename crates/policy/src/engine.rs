@@ -5,8 +5,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use accord_domain::Role;
 use accord_domain::payload::AgencyKind;
+use accord_domain::{Role, SensitivityTag};
 use cedar_policy::{
     Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, Request,
     RestrictedExpression, Schema, ValidationMode, Validator,
@@ -50,6 +50,19 @@ pub struct RecordFacts<'a> {
     pub kind: RecordKind,
     /// The agency that wrote it.
     pub author: AgencyFacts<'a>,
+    /// Its sensitivity tags (`EventBody.sensitivity`).
+    pub tags: &'a [SensitivityTag],
+}
+
+/// A sensitivity tag's name in policies.
+fn tag_name(t: SensitivityTag) -> &'static str {
+    match t {
+        SensitivityTag::VictimLocation => "victim_location",
+        SensitivityTag::Health => "health",
+        SensitivityTag::SexLife => "sex_life",
+        SensitivityTag::Child => "child",
+        SensitivityTag::Intelligence => "intelligence",
+    }
 }
 
 /// How a principal's agency stands to a record. The read models compute it from the log; every
@@ -162,6 +175,7 @@ struct RecordKey {
     event_type: String,
     kind: RecordKind,
     author: AgencyKey,
+    tags: Vec<&'static str>,
 }
 
 /// A compiled, validated policy: the sharing agreements in force from its version (the log
@@ -502,7 +516,10 @@ impl Policy {
     }
 
     fn record_key(&self, r: &RecordFacts<'_>) -> RecordKey {
-        RecordKey { event_type: r.event_type.to_owned(), kind: r.kind, author: self.agency_key(&r.author) }
+        let mut tags: Vec<&'static str> = r.tags.iter().map(|t| tag_name(*t)).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        RecordKey { event_type: r.event_type.to_owned(), kind: r.kind, author: self.agency_key(&r.author), tags }
     }
 
     fn agency_uid(&self, id: &str) -> EntityUid {
@@ -557,6 +574,12 @@ impl Policy {
                 ("event_type".to_owned(), RestrictedExpression::new_string(record.event_type.to_owned())),
                 ("kind".to_owned(), RestrictedExpression::new_string(record.kind.as_str().to_owned())),
                 ("author".to_owned(), RestrictedExpression::new_entity_uid(self.agency_uid(record.author.id))),
+                (
+                    "tags".to_owned(),
+                    RestrictedExpression::new_set(
+                        record.tags.iter().map(|t| RestrictedExpression::new_string(tag_name(*t).to_owned())),
+                    ),
+                ),
             ]),
             HashSet::new(),
         )

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use accord_domain::Role;
 use accord_domain::payload::AgencyKind;
+use accord_domain::{Role, SensitivityTag};
 use accord_policy::{
     Actor, AgencyFacts, History, Policy, RecordFacts, RecordKind, Relation, SCHEMA_VERSION, ViewDef, default_policy,
     parse_views, record_kind,
@@ -26,7 +26,7 @@ fn roles(names: &[&str]) -> Vec<Role> {
 }
 
 fn record(event_type: &'static str, author: AgencyFacts<'static>) -> RecordFacts<'static> {
-    RecordFacts { event_type, kind: record_kind(event_type), author }
+    RecordFacts { event_type, kind: record_kind(event_type), author, tags: &[] }
 }
 
 fn groups(p: &Policy, who: AgencyFacts<'_>, role: &str, rec: RecordFacts<'_>, rel: Relation) -> BTreeSet<String> {
@@ -132,6 +132,11 @@ fn victim_contact_and_consent_columns() {
     assert_eq!(groups(&p, MET, "solo", contact, AUTHORED), set(&["victim_contact"]));
     assert_eq!(groups(&p, PROBATION, "vlo", contact, ADDRESSED), set(&["victim_contact"]));
     assert!(groups(&p, PROBATION, "vlo", contact, CASE).is_empty(), "managing the offender is not a reason");
+    // Any record tagged with a victim's location: not for offender-facing roles.
+    let tagged =
+        RecordFacts { tags: &[SensitivityTag::VictimLocation], ..record("accord.v1.RiskAssessmentRecorded", MET) };
+    assert!(groups(&p, MET, "offender_manager", tagged, AUTHORED).is_empty(), "tagged victim_location");
+    assert_eq!(groups(&p, MET, "solo", tagged, AUTHORED), set(&["summary"]));
     let both = roles(&["solo", "offender_manager"]);
     let seen = p.view(&Actor { agency: MET, user: "u-1", roles: &both }, &contact, AUTHORED);
     assert!(seen.field_groups.is_empty(), "a user who also faces the offender: {:?}", seen.policy_ids);
@@ -219,7 +224,7 @@ fn append_rows_and_their_neighbours() {
     for (who, role, ty, to, allowed) in table {
         let r = roles(&[role]);
         let actor = Actor { agency: *who, user: "u-1", roles: &r };
-        let d = p.append(&actor, &RecordFacts { event_type: ty, kind: record_kind(ty), author: *who }, to);
+        let d = p.append(&actor, &RecordFacts { event_type: ty, kind: record_kind(ty), author: *who, tags: &[] }, to);
         assert_eq!(d.allowed, *allowed, "{role}@{} {ty} to {to:?}: {:?}", who.id, d.policy_ids);
         assert!(!d.policy_ids.is_empty());
     }
@@ -476,12 +481,15 @@ proptest! {
         same_agency in any::<bool>(),
         event_type in prop::sample::select(EVENT_TYPES),
         rel in arb_relation(),
+        tags in prop::collection::vec(prop::sample::select(vec![
+            SensitivityTag::VictimLocation, SensitivityTag::Health, SensitivityTag::Child,
+        ]), 0..2),
     ) {
         let p = shared();
         let who = AgencyFacts { id: "a-1", kind, governs_policy: governs };
         let author = if same_agency { who } else { AgencyFacts { id: "a-2", kind: author_kind, governs_policy: false } };
         let rel = if same_agency { Relation { authored: true, ..rel } } else { rel };
-        let rec = RecordFacts { event_type, kind: record_kind(event_type), author };
+        let rec = RecordFacts { event_type, kind: record_kind(event_type), author, tags: &tags };
         let r = roles(&role_picks);
         let received = p.receive(&who, &rec, rel);
         prop_assert!(!received.allowed || matrix_receive(kind, rec.kind, rel),
@@ -495,8 +503,10 @@ proptest! {
         prop_assert!(seen.field_groups.is_subset(&most),
             "{role_picks:?} at {kind:?} saw {:?} of {event_type} as {rel:?} (at most {most:?}) by {:?}",
             seen.field_groups, seen.policy_ids);
-        // A victim's contact details never reach a user holding an offender-facing role.
-        if rec.kind == RecordKind::VictimContact && role_picks.iter().any(|r| OFFENDER_FACING.contains(r)) {
+        // A victim's contact details (or anything tagged with her location) never reach a user
+        // holding an offender-facing role.
+        let victim_location = rec.kind == RecordKind::VictimContact || tags.contains(&SensitivityTag::VictimLocation);
+        if victim_location && role_picks.iter().any(|r| OFFENDER_FACING.contains(r)) {
             prop_assert!(seen.field_groups.is_empty(), "{role_picks:?} saw victim contact details");
         }
     }
@@ -512,7 +522,7 @@ proptest! {
         let p = shared();
         let who = AgencyFacts { id: "a-1", kind, governs_policy: governs };
         let r = roles(&[role]);
-        let d = p.append(&Actor { agency: who, user: "u-1", roles: &r }, &RecordFacts { event_type, kind: record_kind(event_type), author: who }, &addressees);
+        let d = p.append(&Actor { agency: who, user: "u-1", roles: &r }, &RecordFacts { event_type, kind: record_kind(event_type), author: who, tags: &[] }, &addressees);
         if d.allowed {
             prop_assert!(role_home(role, kind) || role == "agency_admin" || role == "auditor", "{role} at {kind:?} wrote {event_type}");
             prop_assert!(role != "janitor");

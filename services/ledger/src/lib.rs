@@ -179,6 +179,7 @@ async fn check_append_policy(sharing: &Sharing, p: &str, body: &accord_domain::E
         event_type: body.event_type.as_str(),
         kind: accord_policy::record_kind(body.event_type.as_str()),
         author: facts,
+        tags: &body.sensitivity,
     };
     let d = policy.append(&actor, &record, &addressee_kinds);
     if !d.allowed {
