@@ -167,6 +167,25 @@ async fn an_adoption_by_another_instance_governs_this_one_at_once(s: TestServer)
     assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
     assert!(err.message().contains("append.freeze_registrations"), "{}", err.message());
     assert_eq!(log_size(&s).await, before, "nothing written");
+
+    // And the other way: a permission the other instance grants is usable here at once (a
+    // refusal under a replaced policy is checked again under the one in force).
+    let (reg, nominal) = nominal_registered("met-police", "pc-2");
+    let mut om2 = s.client("met-police", "pc-2", &["offender_manager"]).await;
+    let level = mappa_level_set("met-police", "pc-2", &nominal, 2).author("met-police", "pc-2", "offender_manager");
+    let err = try_append(&mut om2, vec![reg.sign(met), level.clone().sign(met)]).await.expect_err("frozen");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let text = format!(
+        "{}\n@id(\"append.police.om_sets_level\") permit (principal in Accord::Role::\"offender_manager\", action == Accord::Action::\"append\", resource) when {{ resource.event_type == \"accord.v1.MappaLevelSet\" }};",
+        accord_policy::DEFAULT_POLICIES
+    );
+    try_append(&mut admin, vec![policy_adopted("london-mappa", "admin-1", &text).sign(s.key("mappa-1"))])
+        .await
+        .unwrap();
+    let (reg, nominal) = nominal_registered("met-police", "pc-2");
+    try_append(&mut om2, vec![reg.sign(met)]).await.expect("registrations allowed again");
+    let level = mappa_level_set("met-police", "pc-2", &nominal, 2).author("met-police", "pc-2", "offender_manager");
+    try_append(&mut om2, vec![level.sign(met)]).await.expect("the new permission applies here at once");
     running.stop().await.unwrap();
 }
 

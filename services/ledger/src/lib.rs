@@ -301,12 +301,19 @@ impl pb::ledger_server::Ledger for Ledger {
         let mut attempt = 0;
         let receipts = loop {
             attempt += 1;
-            let events = prepare_batch(&self.sharing, Writer::Caller(&who), request.clone()).await?;
+            let events = match prepare_batch(&self.sharing, Writer::Caller(&who), request.clone()).await {
+                // A refusal under a policy another instance has since replaced is stale: reload
+                // and check again under the policy actually in force.
+                Err(Error::Denied(_)) if attempt < 3 && self.sharing.refresh().await? => continue,
+                r => r?,
+            };
             let adopts = events.iter().any(|e| matches!(e.effect, RegistryEffect::AdoptPolicy));
             match self.store.append(events).await {
                 // Another policy was adopted (by another request or server process) between the
                 // check and the recording: check again under it.
-                Err(accord_store::Error::PolicyChanged(_)) if attempt < 3 => self.sharing.refresh().await?,
+                Err(accord_store::Error::PolicyChanged(_)) if attempt < 3 => {
+                    self.sharing.refresh().await?;
+                }
                 Err(e) => return Err(Error::from(e).into()),
                 Ok(r) => {
                     // The adoption is recorded whatever happens next: report the receipts. A

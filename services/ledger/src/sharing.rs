@@ -67,23 +67,26 @@ impl Sharing {
     }
 
     /// Reads adoptions recorded since the last refresh (by this or another server process).
-    pub async fn refresh(&self) -> Result<()> {
+    /// Returns whether a new policy was found.
+    pub async fn refresh(&self) -> Result<bool> {
         // The log size first: every adoption below it is then in what is read next.
         let log_size = self.store.log_size().await?;
         let after = self.history.read().expect("policy history").history.latest_version();
         let new = self.store.policy_adoptions(after).await?;
         let compiled = new.iter().map(compile_recorded).collect::<Result<Vec<_>>>()?;
         let mut k = self.history.write().expect("policy history");
+        let mut found = false;
         for p in compiled {
             // Another task may have refreshed meanwhile: skip what is already known.
             if k.history.latest_version().is_none_or(|v| p.version() > v) {
                 let version = p.version();
                 k.history.adopt(p).map_err(|e| Error::Store(accord_store::Error::Corrupt(e.to_string())))?;
                 tracing::info!(version, "sharing policy loaded");
+                found = true;
             }
         }
         k.log_size = k.log_size.max(log_size);
-        Ok(())
+        Ok(found)
     }
 
     /// The policy that governs the next append, if any was adopted, as far as this process has
