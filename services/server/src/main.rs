@@ -79,6 +79,18 @@ enum Command {
         #[arg(long, env = "ACCORD_AUDIENCE", default_value = accord_server::DEFAULT_AUDIENCE)]
         audience: String,
     },
+    /// Check sharing policy before adopting it: parse the Cedar policies, validate them against
+    /// the server's schema, and check the views they name. Exits 1 with the validator's messages.
+    ///
+    /// Example: accord policy-check --policies deploy/policies/sharing.cedar --views deploy/policies/views.toml
+    PolicyCheck {
+        /// Cedar policy text.
+        #[arg(long)]
+        policies: PathBuf,
+        /// The views file (TOML `[[views]]`).
+        #[arg(long)]
+        views: PathBuf,
+    },
     /// Recompute every leaf, Merkle hash, root and signature from the stored bytes and check every
     /// stored checkpoint. Exits 1 and names the first divergence if anything differs.
     ///
@@ -137,6 +149,27 @@ fn main() -> anyhow::Result<()> {
             let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
             println!("{}", dev.mint(&audience, &agency, &user, &roles, ttl)?);
             Ok(())
+        }
+        Command::PolicyCheck { policies, views } => {
+            let text = std::fs::read_to_string(&policies).with_context(|| format!("reading {}", policies.display()))?;
+            let views_text = std::fs::read_to_string(&views).with_context(|| format!("reading {}", views.display()))?;
+            let checked = accord_policy::parse_views(&views_text)
+                .and_then(|v| accord_policy::Policy::compile(0, accord_policy::SCHEMA_VERSION, &text, v));
+            match checked {
+                Ok(p) => {
+                    println!(
+                        "ok: {} policies and {} views validate against schema version {}",
+                        p.policy_ids().len(),
+                        p.views().len(),
+                        accord_policy::SCHEMA_VERSION
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    println!("FAILED: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Verify { database_url, against } => rt.block_on(async {
             let against = match against {
