@@ -121,7 +121,7 @@ impl TestServer {
 
     /// A client with a token for `user` of `agency` with `roles`.
     pub async fn client(&self, agency: &str, user: &str, roles: &[&str]) -> Client {
-        Client::connect(&self.endpoint, &self.token(agency, user, roles)).await.expect("connect")
+        self.client_at(&self.endpoint, agency, user, roles).await
     }
 
     /// A signing key by id.
@@ -272,4 +272,9 @@ pub fn encompass_notification(agency: &str, user: &str, to: &str, urn: &str) -> 
     .addressee(to)
     .no_stream();
     (draft, id)
+}
+
+/// Appends through the generated client, returning the gRPC status on refusal.
+pub async fn try_append(c: &mut Client, events: Vec<pb::SignedEvent>) -> Result<Vec<pb::Receipt>, tonic::Status> {
+    c.ledger().append(pb::AppendRequest { events }).await.map(|r| r.into_inner().receipts)
 }

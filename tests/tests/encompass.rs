@@ -2,14 +2,10 @@
 //! the sharing policy's append rules (who may send, to whom, who acknowledges), on both backends.
 
 use accord_client::{Client, EventDraft};
-use accord_e2e::{TestServer, encompass_notification};
+use accord_e2e::{TestServer, encompass_notification, try_append};
 use accord_proto::v1 as pb;
 use prost::Message;
 use tonic::Code;
-
-async fn try_append(c: &mut Client, events: Vec<pb::SignedEvent>) -> Result<Vec<pb::Receipt>, tonic::Status> {
-    c.ledger().append(pb::AppendRequest { events }).await.map(|r| r.into_inner().receipts)
-}
 
 /// Edits the payload of a draft notification.
 fn edit(d: EventDraft, f: impl FnOnce(&mut pb::EncompassNotificationSent)) -> EventDraft {

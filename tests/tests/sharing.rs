@@ -2,15 +2,9 @@
 //! governing agency's admin only, validation failures refused with the validator's message, and a
 //! policy change taking effect at its position and not before. Both backends.
 
-use accord_client::Client;
-use accord_e2e::{TestServer, mappa_level_set, nominal_registered, policy_adopted};
+use accord_e2e::{TestServer, mappa_level_set, nominal_registered, policy_adopted, try_append};
 use accord_proto::v1 as pb;
 use tonic::Code;
-
-/// Appends through the generated client, returning the gRPC status on refusal.
-async fn try_append(c: &mut Client, events: Vec<pb::SignedEvent>) -> Result<Vec<pb::Receipt>, tonic::Status> {
-    c.ledger().append(pb::AppendRequest { events }).await.map(|r| r.into_inner().receipts)
-}
 
 async fn log_size(s: &TestServer) -> u64 {
     s.store().log_size().await.unwrap()

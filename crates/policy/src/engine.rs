@@ -115,15 +115,22 @@ impl ViewDecision {
     }
 }
 
+/// The schema's actions; each indexes its uid in `Names::actions` and its policies in
+/// `Policy::by_action`.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Append = 0,
+    Receive = 1,
+    View = 2,
+}
+
 struct Names {
     agency: EntityTypeName,
     role: EntityTypeName,
     user: EntityTypeName,
     record: EntityTypeName,
     view: EntityTypeName,
-    append: EntityUid,
-    receive: EntityUid,
-    view_action: EntityUid,
+    actions: [EntityUid; 3],
 }
 
 fn schema() -> &'static (Schema, Names) {
@@ -138,9 +145,7 @@ fn schema() -> &'static (Schema, Names) {
             user: ty("Accord::User"),
             record: ty("Accord::Record"),
             view: ty("Accord::View"),
-            append: action("append"),
-            receive: action("receive"),
-            view_action: action("view"),
+            actions: [action("append"), action("receive"), action("view")],
         };
         (schema, names)
     })
@@ -300,13 +305,12 @@ impl Policy {
             )));
         }
 
-        let actions = [&names.append, &names.receive, &names.view_action];
         let mut by_action = [PolicySet::new(), PolicySet::new(), PolicySet::new()];
         for p in set.policies() {
-            for (i, a) in actions.iter().enumerate() {
+            for (i, a) in names.actions.iter().enumerate() {
                 let applies = match p.action_constraint() {
                     cedar_policy::ActionConstraint::Any => true,
-                    cedar_policy::ActionConstraint::Eq(x) => x == **a,
+                    cedar_policy::ActionConstraint::Eq(x) => x == *a,
                     cedar_policy::ActionConstraint::In(xs) => xs.contains(a),
                 };
                 if applies {
@@ -362,7 +366,6 @@ impl Policy {
             addressee_kinds: kinds.clone(),
         };
         self.cached(&self.decisions, key, || {
-            let names = &schema().1;
             let (user, mut entities) = self.user_entities(actor);
             let (rec, rec_entities) = self.record_entities(record);
             entities.extend(rec_entities);
@@ -371,7 +374,7 @@ impl Policy {
                 RestrictedExpression::new_set(kinds.iter().map(|k| RestrictedExpression::new_string((*k).to_owned()))),
             )])
             .expect("a valid context");
-            self.decide(user, names.append.clone(), rec, context, entities)
+            self.decide(user, Action::Append, rec, context, entities)
         })
     }
 
@@ -384,12 +387,11 @@ impl Policy {
             rel,
         };
         self.cached(&self.decisions, key, || {
-            let names = &schema().1;
             let (rec, mut entities) = self.record_entities(record);
             let principal = self.agency_uid(agency.id);
             entities.push(self.agency_entity(agency));
             let context = Context::from_pairs(relation_pairs(rel)).expect("a valid context");
-            self.decide(principal, names.receive.clone(), rec, context, entities)
+            self.decide(principal, Action::Receive, rec, context, entities)
         })
     }
 
@@ -446,7 +448,7 @@ impl Policy {
                     ),
                 ])
                 .expect("a valid context");
-                let d = self.decide(user.clone(), names.view_action.clone(), view_uid, context, entities);
+                let d = self.decide(user.clone(), Action::View, view_uid, context, entities);
                 if d.allowed {
                     out.field_groups.extend(v.field_groups.iter().cloned());
                     out.views.push(v.id.clone());
@@ -473,7 +475,7 @@ impl Policy {
     fn decide(
         &self,
         principal: EntityUid,
-        action: EntityUid,
+        action: Action,
         resource: EntityUid,
         context: Context,
         mut entities: Vec<Entity>,
@@ -482,16 +484,9 @@ impl Policy {
         let mut seen = HashSet::new();
         entities.retain(|e| seen.insert(e.uid()));
         let entities = Entities::from_entities(entities, None).expect("entities built here are well formed");
-        let request = Request::new(principal, action, resource, context, None).expect("a request without schema");
-        let names = &schema().1;
-        let set = if *request_action(&request) == names.append {
-            &self.by_action[0]
-        } else if *request_action(&request) == names.receive {
-            &self.by_action[1]
-        } else {
-            &self.by_action[2]
-        };
-        let response = self.authorizer.is_authorized(&request, set, &entities);
+        let uid = schema().1.actions[action as usize].clone();
+        let request = Request::new(principal, uid, resource, context, None).expect("a request without schema");
+        let response = self.authorizer.is_authorized(&request, &self.by_action[action as usize], &entities);
         let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
         // Cedar skips a policy that fails to evaluate; a skipped forbid must not let a permit
         // through, so any evaluation error denies.
@@ -586,10 +581,6 @@ impl Policy {
         .expect("a valid record entity");
         (uid, vec![entity, self.agency_entity(&record.author)])
     }
-}
-
-fn request_action(r: &Request) -> &EntityUid {
-    r.action().expect("every request here names its action")
 }
 
 fn relation_pairs(rel: Relation) -> Vec<(String, RestrictedExpression)> {
