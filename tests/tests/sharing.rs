@@ -38,6 +38,15 @@ async fn only_a_governing_agency_admin_adopts_policy(s: TestServer) {
         .expect_err("met-police does not govern policy");
     assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
     assert!(err.message().contains("may not append accord.v1.PolicyAdopted"), "{}", err.message());
+    // Authorised before the policy text is even compiled: a broken policy from a non-governing
+    // admin is refused for who sent it, not for what it says.
+    let err = try_append(
+        &mut met_admin,
+        vec![policy_adopted("met-police", "admin-1", "@id(\"x\") permit (").sign(s.key("met-1"))],
+    )
+    .await
+    .expect_err("not allowed to adopt");
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
 
     let mut coordinator = s.client("london-mappa", "coord-1", &["mappa_coordinator"]).await;
     let err = try_append(

@@ -125,14 +125,15 @@ pub async fn prepare(sharing: &Sharing, writer: Writer<'_>, index: usize, signed
     accord_domain::signing::verify_body(&public_key, &signed.body, &signed.signature)
         .map_err(|e| Error::Invalid(format!("{p}.{e} {key_id}")))?;
 
-    if let Payload::PolicyAdopted(adopted) = &payload {
-        // A policy that does not validate is refused before anything is written.
-        sharing::compile(&format!("{p}.body"), 0, adopted)?;
-    }
     let policy_version = match writer {
         Writer::Caller(_) => Some(check_append_policy(sharing, &p, &body).await?),
         Writer::System => None,
     };
+    if let Payload::PolicyAdopted(adopted) = &payload {
+        // Only once the author may adopt policy: a policy that does not validate is refused
+        // before anything is written.
+        sharing::compile(&format!("{p}.body"), 0, adopted)?;
+    }
 
     Ok(NewEvent {
         event_id: body.event_id,
