@@ -32,6 +32,8 @@ pub const AGENCIES: &[(&str, &str, &str, &[&str])] = &[
     ("st-marys-school", "St Mary's Primary School", "school", &["school-1"]),
     ("london-mappa", "London MAPPA Strategic Management Board", "mappa_unit", &["mappa-1"]),
     ("st-johns-school", "St John's Academy", "school", &["school-2"]),
+    ("solace-isva", "Solace Independent Sexual Violence Advisers", "support_service", &["solace-1"]),
+    ("safer-streets", "Safer Streets Outreach", "support_service", &["safer-1"]),
 ];
 
 /// The agencies whose admins may adopt sharing policy.
@@ -277,4 +279,99 @@ pub fn encompass_notification(agency: &str, user: &str, to: &str, urn: &str) -> 
 /// Appends through the generated client, returning the gRPC status on refusal.
 pub async fn try_append(c: &mut Client, events: Vec<pb::SignedEvent>) -> Result<Vec<pb::Receipt>, tonic::Status> {
     c.ledger().append(pb::AppendRequest { events }).await.map(|r| r.into_inner().receipts)
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64
+}
+
+/// A `ConsentRecorded` by a police sex-work liaison officer of `agency`: the person `subject`
+/// agrees that `recipients` receive her contact details and needs for support. Returns the draft
+/// and the consent id.
+pub fn consent_recorded(agency: &str, user: &str, subject: &str, recipients: &[&str]) -> (EventDraft, String) {
+    let id = uuid::Uuid::now_v7().to_string();
+    let draft = EventDraft::new(
+        &format!("consent-{id}"),
+        &pb::ConsentRecorded {
+            consent_id: id.clone(),
+            subject_id: subject.into(),
+            data: vec!["contact_details".into(), "needs".into()],
+            recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
+            purposes: vec!["support after a sexual assault".into()],
+            given_by: "the person herself".into(),
+            method: "written".into(),
+            expires_at: None,
+        },
+    )
+    .author(agency, user, "swlo")
+    .legal_basis("UKGDPR-6-1-a", "consent to a support referral")
+    .subject("person", subject)
+    .regime(pb::Regime::UkGdpr)
+    .no_stream();
+    (draft, id)
+}
+
+/// A `SupportReferralMade` under `consent` to the support service `to`. Returns the draft and the
+/// referral id.
+pub fn support_referral(agency: &str, user: &str, consent: &str, subject: &str, to: &str) -> (EventDraft, String) {
+    let id = uuid::Uuid::now_v7().to_string();
+    let draft = EventDraft::new(
+        &format!("referral-{id}"),
+        &pb::SupportReferralMade {
+            referral_id: id.clone(),
+            consent_id: consent.into(),
+            subject_id: subject.into(),
+            contact_name: "Sam".into(),
+            needs: vec!["ISVA support through the investigation".into()],
+            safe_contact_method: "text only, after 6pm".into(),
+            safe_contact_details: "07700 900123".into(),
+        },
+    )
+    .author(agency, user, "swlo")
+    .legal_basis("UKGDPR-6-1-a", "support referral with consent")
+    .subject("person", subject)
+    .addressee(to)
+    .regime(pb::Regime::UkGdpr)
+    .no_stream();
+    (draft, id)
+}
+
+/// A `RecordCorrected` of `corrected` (an event of `agency` in `stream`) setting `fields`.
+pub fn record_corrected(
+    agency: &str,
+    user: &str,
+    role: &str,
+    stream: &str,
+    corrected: &str,
+    fields: &[(&str, &str)],
+) -> EventDraft {
+    EventDraft::new(
+        stream,
+        &pb::RecordCorrected {
+            fields: fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            reason: "recorded wrongly at first".into(),
+        },
+    )
+    .author(agency, user, role)
+    .legal_basis("DPA2018-s46", "accuracy: correcting a record")
+    .subject("agency", agency)
+    .with(|b| b.supersedes = corrected.to_owned())
+}
+
+/// The caller's items of one read model (latest), or the refusal.
+pub async fn query(c: &mut Client, model: pb::ReadModel) -> Result<pb::QueryViewResponse, tonic::Status> {
+    c.views()
+        .query(pb::QueryViewRequest { model: model as i32, ..Default::default() })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The caller's items of one read model as the log stood just after `position`.
+pub async fn query_as_of(c: &mut Client, model: pb::ReadModel, position: u64) -> pb::QueryViewResponse {
+    c.views()
+        .query(pb::QueryViewRequest { model: model as i32, as_of_position: Some(position), ..Default::default() })
+        .await
+        .expect("as-of query")
+        .into_inner()
 }

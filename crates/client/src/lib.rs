@@ -160,7 +160,13 @@ catalogued!(
     MappaLevelSet,
     PolicyAdopted,
     EncompassNotificationSent,
-    EncompassNotificationAcknowledged
+    EncompassNotificationAcknowledged,
+    ConsentRecorded,
+    ConsentWithdrawn,
+    SupportReferralMade,
+    SupportReferralAccepted,
+    SupportReferralDeclined,
+    RecordCorrected
 );
 
 /// An event being built. Defaults: a fresh UUIDv7 id, expected version `any`, schema version 1,
@@ -276,10 +282,14 @@ impl Interceptor for Bearer {
 /// The generated Ledger client with a bearer token.
 pub type LedgerClient = pb::ledger_client::LedgerClient<InterceptedService<Channel, Bearer>>;
 
+/// The generated Views client with a bearer token.
+pub type ViewsClient = pb::views_client::ViewsClient<InterceptedService<Channel, Bearer>>;
+
 /// A connection to an Accord server.
 #[derive(Clone)]
 pub struct Client {
     ledger: LedgerClient,
+    views: ViewsClient,
 }
 
 impl Client {
@@ -298,9 +308,16 @@ impl Client {
         let value: MetadataValue<_> =
             format!("Bearer {token}").parse().map_err(|_| Error::Key("token is not valid header text".into()))?;
         Ok(Self {
-            ledger: pb::ledger_client::LedgerClient::with_interceptor(channel, Bearer(value))
+            ledger: pb::ledger_client::LedgerClient::with_interceptor(channel.clone(), Bearer(value.clone()))
+                .max_decoding_message_size(16 * 1024 * 1024),
+            views: pb::views_client::ViewsClient::with_interceptor(channel, Bearer(value))
                 .max_decoding_message_size(16 * 1024 * 1024),
         })
+    }
+
+    /// The generated Views client: the caller's read models.
+    pub fn views(&mut self) -> &mut ViewsClient {
+        &mut self.views
     }
 
     /// The generated client, for every other call.

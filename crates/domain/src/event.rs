@@ -171,6 +171,33 @@ pub enum SensitivityTag {
     Intelligence,
 }
 
+impl SensitivityTag {
+    /// Every tag.
+    pub const ALL: [SensitivityTag; 5] = [
+        SensitivityTag::VictimLocation,
+        SensitivityTag::Health,
+        SensitivityTag::SexLife,
+        SensitivityTag::Child,
+        SensitivityTag::Intelligence,
+    ];
+
+    /// The tag's name, as policies write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SensitivityTag::VictimLocation => "victim_location",
+            SensitivityTag::Health => "health",
+            SensitivityTag::SexLife => "sex_life",
+            SensitivityTag::Child => "child",
+            SensitivityTag::Intelligence => "intelligence",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
 /// A decoded, validated event body. Built only through validation (see the service crates'
 /// `convert.rs`), so holding one means the envelope is well-formed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -234,6 +234,105 @@ pub struct EncompassNotificationAcknowledged {
     pub acknowledged_by: String,
 }
 
+/// `accord.v1.ConsentRecorded`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ConsentRecorded {
+    pub consent_id: String,
+    pub subject_id: String,
+    pub data: Vec<String>,
+    pub recipients: Vec<String>,
+    pub purposes: Vec<String>,
+    pub given_by: String,
+    pub method: String,
+    pub expires_at: Option<crate::Timestamp>,
+}
+
+/// `accord.v1.ConsentWithdrawn`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ConsentWithdrawn {
+    pub consent_id: String,
+    pub withdrawn_by: String,
+    pub reason: String,
+}
+
+/// `accord.v1.SupportReferralMade`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct SupportReferralMade {
+    pub referral_id: String,
+    pub consent_id: String,
+    pub subject_id: String,
+    pub contact_name: String,
+    pub needs: Vec<String>,
+    pub safe_contact_method: String,
+    pub safe_contact_details: String,
+}
+
+/// `accord.v1.SupportReferralAccepted`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct SupportReferralAccepted {
+    pub referral_id: String,
+    pub allocated_to: String,
+}
+
+/// `accord.v1.SupportReferralDeclined`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct SupportReferralDeclined {
+    pub referral_id: String,
+    pub reason: String,
+}
+
+/// `accord.v1.RecordCorrected`: new values for fields of the event named by the envelope's
+/// `supersedes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct RecordCorrected {
+    pub fields: std::collections::BTreeMap<String, String>,
+    pub reason: String,
+}
+
+/// The text fields of each event type a `RecordCorrected` may change, by payload field path.
+pub fn correctable_fields(event_type: &str) -> &'static [&'static str] {
+    match event_type {
+        types::NOMINAL_REGISTERED => &["visor_ref", "pnc_ref", "nominal_manager", "index_offence"],
+        types::MAPPA_LEVEL_SET => &["rationale"],
+        types::ENCOMPASS_NOTIFICATION_SENT => &[
+            "incident_ref",
+            "recipient_role",
+            "incident_summary",
+            "circumstances",
+            "child.name",
+            "child.whereabouts",
+            "child.voice_of_child",
+        ],
+        types::CONSENT_RECORDED => &["given_by", "method"],
+        types::SUPPORT_REFERRAL_MADE => &["contact_name", "safe_contact_method", "safe_contact_details"],
+        types::SUPPORT_REFERRAL_DECLINED => &["reason"],
+        _ => &[],
+    }
+}
+
+/// Checks a correction's field paths against the type of the event it corrects.
+pub fn check_correction(corrected_type: &str, p: &RecordCorrected) -> Result<()> {
+    let allowed = correctable_fields(corrected_type);
+    if allowed.is_empty() {
+        return Err(Error::invalid("supersedes", format!("{corrected_type} has no correctable fields")));
+    }
+    for path in p.fields.keys() {
+        if !allowed.contains(&path.as_str()) {
+            return Err(Error::invalid(
+                format!("payload.fields[{path:?}]"),
+                format!("is not a correctable field of {corrected_type}; correctable: {}", allowed.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One view of a [`PolicyAdopted`]: a field allowlist over one kind of record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyView {
@@ -273,6 +372,12 @@ pub enum Payload {
     PolicyAdopted(PolicyAdopted),
     EncompassNotificationSent(EncompassNotificationSent),
     EncompassNotificationAcknowledged(EncompassNotificationAcknowledged),
+    ConsentRecorded(ConsentRecorded),
+    ConsentWithdrawn(ConsentWithdrawn),
+    SupportReferralMade(SupportReferralMade),
+    SupportReferralAccepted(SupportReferralAccepted),
+    SupportReferralDeclined(SupportReferralDeclined),
+    RecordCorrected(RecordCorrected),
 }
 
 /// How recording an event changes the key registry.
@@ -329,6 +434,18 @@ pub mod types {
     pub const ENCOMPASS_NOTIFICATION_SENT: &str = "accord.v1.EncompassNotificationSent";
     /// `EncompassNotificationAcknowledged`.
     pub const ENCOMPASS_NOTIFICATION_ACKNOWLEDGED: &str = "accord.v1.EncompassNotificationAcknowledged";
+    /// `ConsentRecorded`.
+    pub const CONSENT_RECORDED: &str = "accord.v1.ConsentRecorded";
+    /// `ConsentWithdrawn`.
+    pub const CONSENT_WITHDRAWN: &str = "accord.v1.ConsentWithdrawn";
+    /// `SupportReferralMade`.
+    pub const SUPPORT_REFERRAL_MADE: &str = "accord.v1.SupportReferralMade";
+    /// `SupportReferralAccepted`.
+    pub const SUPPORT_REFERRAL_ACCEPTED: &str = "accord.v1.SupportReferralAccepted";
+    /// `SupportReferralDeclined`.
+    pub const SUPPORT_REFERRAL_DECLINED: &str = "accord.v1.SupportReferralDeclined";
+    /// `RecordCorrected`.
+    pub const RECORD_CORRECTED: &str = "accord.v1.RecordCorrected";
 }
 
 /// The stream registry events about `agency` belong to.
@@ -445,6 +562,74 @@ fn validate_encompass(body: &EventBody, p: &EncompassNotificationSent) -> Result
     Ok(())
 }
 
+fn non_empty_list(field: &str, items: &[String], max_len: usize) -> Result<()> {
+    if items.is_empty() || items.len() > 50 {
+        return Err(Error::invalid(field, format!("must hold 1 to 50 entries, found {}", items.len())));
+    }
+    for (i, item) in items.iter().enumerate() {
+        bounded_text(&format!("{field}[{i}]"), item, max_len)?;
+    }
+    Ok(())
+}
+
+fn validate_consent(body: &EventBody, p: &ConsentRecorded) -> Result<()> {
+    nominal_uuid("payload.consent_id", &p.consent_id)?;
+    expect_stream(body, &format!("consent-{}", p.consent_id))?;
+    nominal_uuid("payload.subject_id", &p.subject_id)?;
+    expect_subject(body, "person", &p.subject_id)?;
+    non_empty_list("payload.data", &p.data, 64)?;
+    non_empty_list("payload.purposes", &p.purposes, 200)?;
+    if p.recipients.is_empty() || p.recipients.len() > 50 {
+        return Err(Error::invalid(
+            "payload.recipients",
+            format!("a consent names 1 to 50 recipient agencies, found {}", p.recipients.len()),
+        ));
+    }
+    for (i, r) in p.recipients.iter().enumerate() {
+        AgencyId::parse_field(&format!("payload.recipients[{i}]"), r.clone())?;
+    }
+    bounded_text("payload.given_by", &p.given_by, 200)?;
+    if !["verbal", "written", "electronic"].contains(&p.method.as_str()) {
+        return Err(Error::invalid(
+            "payload.method",
+            format!("must be verbal, written or electronic, found {:?}", p.method),
+        ));
+    }
+    if let Some(t) = p.expires_at
+        && t.micros() <= body.occurred_at.micros()
+    {
+        return Err(Error::invalid("payload.expires_at", "must be after the event's occurred_at"));
+    }
+    Ok(())
+}
+
+fn validate_referral(body: &EventBody, p: &SupportReferralMade) -> Result<()> {
+    nominal_uuid("payload.referral_id", &p.referral_id)?;
+    expect_stream(body, &format!("referral-{}", p.referral_id))?;
+    if p.consent_id.is_empty() {
+        return Err(Error::invalid(
+            "payload.consent_id",
+            "a support referral needs the consent it is made under (record a ConsentRecorded first)",
+        ));
+    }
+    nominal_uuid("payload.consent_id", &p.consent_id)?;
+    nominal_uuid("payload.subject_id", &p.subject_id)?;
+    expect_subject(body, "person", &p.subject_id)?;
+    if body.addressees.len() != 1 {
+        return Err(Error::invalid(
+            "addressees",
+            format!("a support referral goes to exactly one support service, found {}", body.addressees.len()),
+        ));
+    }
+    bounded_text("payload.contact_name", &p.contact_name, 200)?;
+    non_empty_list("payload.needs", &p.needs, 400)?;
+    bounded_text("payload.safe_contact_method", &p.safe_contact_method, 400)?;
+    if !p.safe_contact_details.is_empty() {
+        bounded_text("payload.safe_contact_details", &p.safe_contact_details, 400)?;
+    }
+    Ok(())
+}
+
 impl Payload {
     /// The event type this payload is recorded as.
     pub fn event_type(&self) -> &'static str {
@@ -458,6 +643,12 @@ impl Payload {
             Payload::PolicyAdopted(_) => types::POLICY_ADOPTED,
             Payload::EncompassNotificationSent(_) => types::ENCOMPASS_NOTIFICATION_SENT,
             Payload::EncompassNotificationAcknowledged(_) => types::ENCOMPASS_NOTIFICATION_ACKNOWLEDGED,
+            Payload::ConsentRecorded(_) => types::CONSENT_RECORDED,
+            Payload::ConsentWithdrawn(_) => types::CONSENT_WITHDRAWN,
+            Payload::SupportReferralMade(_) => types::SUPPORT_REFERRAL_MADE,
+            Payload::SupportReferralAccepted(_) => types::SUPPORT_REFERRAL_ACCEPTED,
+            Payload::SupportReferralDeclined(_) => types::SUPPORT_REFERRAL_DECLINED,
+            Payload::RecordCorrected(_) => types::RECORD_CORRECTED,
         }
     }
 
@@ -567,6 +758,46 @@ impl Payload {
                 nominal_uuid("payload.notification_id", &p.notification_id)?;
                 expect_stream(body, &format!("encompass-{}", p.notification_id))?;
                 bounded_text("payload.acknowledged_by", &p.acknowledged_by, 128)
+            }
+            Payload::ConsentRecorded(p) => validate_consent(body, p),
+            Payload::ConsentWithdrawn(p) => {
+                nominal_uuid("payload.consent_id", &p.consent_id)?;
+                expect_stream(body, &format!("consent-{}", p.consent_id))?;
+                bounded_text("payload.withdrawn_by", &p.withdrawn_by, 200)?;
+                if !p.reason.is_empty() {
+                    bounded_text("payload.reason", &p.reason, 2000)?;
+                }
+                Ok(())
+            }
+            Payload::SupportReferralMade(p) => validate_referral(body, p),
+            Payload::SupportReferralAccepted(p) => {
+                nominal_uuid("payload.referral_id", &p.referral_id)?;
+                expect_stream(body, &format!("referral-{}", p.referral_id))?;
+                bounded_text("payload.allocated_to", &p.allocated_to, 128)
+            }
+            Payload::SupportReferralDeclined(p) => {
+                nominal_uuid("payload.referral_id", &p.referral_id)?;
+                expect_stream(body, &format!("referral-{}", p.referral_id))?;
+                bounded_text("payload.reason", &p.reason, 2000)
+            }
+            Payload::RecordCorrected(p) => {
+                if body.supersedes.is_none() {
+                    return Err(Error::invalid(
+                        "supersedes",
+                        "a RecordCorrected must name the corrected event's event_id in supersedes",
+                    ));
+                }
+                if p.fields.is_empty() || p.fields.len() > 50 {
+                    return Err(Error::invalid(
+                        "payload.fields",
+                        format!("must correct 1 to 50 fields, found {}", p.fields.len()),
+                    ));
+                }
+                for (path, value) in &p.fields {
+                    bounded_text("payload.fields", path, 64)?;
+                    bounded_text(&format!("payload.fields[{path:?}]"), value, 4000)?;
+                }
+                bounded_text("payload.reason", &p.reason, 2000)
             }
         }
     }

@@ -56,13 +56,7 @@ pub struct RecordFacts<'a> {
 
 /// A sensitivity tag's name in policies.
 fn tag_name(t: SensitivityTag) -> &'static str {
-    match t {
-        SensitivityTag::VictimLocation => "victim_location",
-        SensitivityTag::Health => "health",
-        SensitivityTag::SexLife => "sex_life",
-        SensitivityTag::Child => "child",
-        SensitivityTag::Intelligence => "intelligence",
-    }
+    t.as_str()
 }
 
 /// How a principal's agency stands to a record. The read models compute it from the log; every

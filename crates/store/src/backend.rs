@@ -390,6 +390,100 @@ macro_rules! backend {
                 Ok(())
             }
 
+            fn view_row(row: &DbRow) -> Result<crate::ViewRow> {
+                let d = || db("decoding a read-model row");
+                Ok(crate::ViewRow {
+                    model: row.try_get("model").map_err(d())?,
+                    agency: row.try_get("agency").map_err(d())?,
+                    item_id: row.try_get("item_id").map_err(d())?,
+                    position: to_u64(row.try_get("position").map_err(d())?, "read-model position")?,
+                    doc: row.try_get("doc").map_err(d())?,
+                })
+            }
+
+            pub(crate) async fn view_checkpoint(pool: &sqlx::Pool<DB>, projection: &str) -> Result<u64> {
+                let v: Option<i64> = sqlx::query_scalar("SELECT position FROM view_checkpoints WHERE projection = $1")
+                    .bind(projection)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db("reading a projection checkpoint"))?;
+                v.map_or(Ok(0), |v| to_u64(v, "projection checkpoint"))
+            }
+
+            pub(crate) async fn commit_views(pool: &sqlx::Pool<DB>, projection: &str, from: u64, to: u64, rows: &[crate::ViewRow]) -> Result<bool> {
+                let mut tx = pool.begin().await.map_err(db("starting a read-model transaction"))?;
+                // The checkpoint moves first: if another process applied this range already, the
+                // compare fails and nothing is written.
+                let moved = if from == 0 {
+                    sqlx::query("INSERT INTO view_checkpoints (projection, position) VALUES ($1, $2) ON CONFLICT (projection) DO UPDATE SET position = excluded.position WHERE view_checkpoints.position = 0")
+                        .bind(projection)
+                        .bind(to_i64(to))
+                        .execute(&mut *tx)
+                        .await
+                } else {
+                    sqlx::query("UPDATE view_checkpoints SET position = $1 WHERE projection = $2 AND position = $3")
+                        .bind(to_i64(to))
+                        .bind(projection)
+                        .bind(to_i64(from))
+                        .execute(&mut *tx)
+                        .await
+                }
+                .map_err(db("moving a projection checkpoint"))?
+                .rows_affected() == 1;
+                if !moved {
+                    return Ok(false);
+                }
+                for chunk in rows.chunks(INSERT_CHUNK) {
+                    let mut qb = QueryBuilder::<DB>::new("INSERT INTO view_items (model, agency, item_id, position, doc) ");
+                    qb.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.model.clone())
+                            .push_bind(r.agency.clone())
+                            .push_bind(r.item_id.clone())
+                            .push_bind(to_i64(r.position))
+                            .push_bind(r.doc.clone());
+                    });
+                    qb.push(" ON CONFLICT (model, agency, item_id) DO UPDATE SET position = excluded.position, doc = excluded.doc");
+                    qb.build().execute(&mut *tx).await.map_err(db("writing read-model rows"))?;
+                }
+                tx.commit().await.map_err(db("committing read-model rows"))?;
+                Ok(true)
+            }
+
+            pub(crate) async fn view_rows(pool: &sqlx::Pool<DB>, model: &str, agency: &str, after: Option<u64>, limit: u32) -> Result<Vec<crate::ViewRow>> {
+                sqlx::query("SELECT model, agency, item_id, position, doc FROM view_items WHERE model = $1 AND agency = $2 AND position > $3 ORDER BY position LIMIT $4")
+                    .bind(model)
+                    .bind(agency)
+                    .bind(after.map_or(-1, to_i64))
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db("reading a read model"))?
+                    .iter()
+                    .map(view_row)
+                    .collect()
+            }
+
+            pub(crate) async fn all_view_rows(pool: &sqlx::Pool<DB>) -> Result<Vec<crate::ViewRow>> {
+                sqlx::query("SELECT model, agency, item_id, position, doc FROM view_items ORDER BY model, agency, item_id")
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db("reading the read models"))?
+                    .iter()
+                    .map(view_row)
+                    .collect()
+            }
+
+            pub(crate) async fn reset_views(pool: &sqlx::Pool<DB>, projection: &str) -> Result<()> {
+                let mut tx = pool.begin().await.map_err(db("starting a read-model transaction"))?;
+                sqlx::query("DELETE FROM view_items").execute(&mut *tx).await.map_err(db("dropping read models"))?;
+                sqlx::query("DELETE FROM view_checkpoints WHERE projection = $1")
+                    .bind(projection)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("dropping a projection checkpoint"))?;
+                tx.commit().await.map_err(db("committing a read-model reset"))
+            }
+
             $($specific)*
         }
     };

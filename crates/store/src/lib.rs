@@ -180,6 +180,22 @@ pub struct AgencyRecord {
     pub registered_at: u64,
 }
 
+/// One item of one read model, held for one agency (see `accord-views`). Read models are derived
+/// data: unlike the log, their rows are rewritten as the log grows and dropped on a rebuild.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewRow {
+    /// The read model.
+    pub model: String,
+    /// The agency that holds the item.
+    pub agency: String,
+    /// The item's id within the model.
+    pub item_id: String,
+    /// The log position of the item's latest change.
+    pub position: u64,
+    /// The item, serialised by the projection.
+    pub doc: Vec<u8>,
+}
+
 /// What a read may return.
 #[derive(Debug, Clone)]
 pub enum Visibility {
@@ -460,6 +476,43 @@ impl Store {
             .into_iter()
             .find(|e| e.position == position)
             .ok_or_else(|| Error::NotFound(format!("no event at position {position}")))
+    }
+
+    /// The first log position `projection` has not applied yet (0 before its first batch).
+    pub async fn view_checkpoint(&self, projection: &str) -> Result<u64> {
+        dispatch!(&self.inner.db, |q, pool| q::view_checkpoint(pool, projection).await)
+    }
+
+    /// Writes read-model rows and moves `projection`'s checkpoint from `from` to `to` in one
+    /// transaction. Returns `false`, writing nothing, when the checkpoint is no longer `from`
+    /// (another process applied the range first).
+    pub async fn commit_views(&self, projection: &str, from: u64, to: u64, rows: &[ViewRow]) -> Result<bool> {
+        dispatch!(&self.inner.db, |q, pool| q::commit_views(pool, projection, from, to, rows).await)
+    }
+
+    /// Items of `model` held by `agency` changed after log position `after`, in position order.
+    pub async fn view_rows(&self, model: &str, agency: &str, after: Option<u64>, limit: u32) -> Result<Vec<ViewRow>> {
+        dispatch!(&self.inner.db, |q, pool| q::view_rows(pool, model, agency, after, limit).await)
+    }
+
+    /// Every read-model row, ordered by model, agency and item (to restore a projection's state).
+    pub async fn all_view_rows(&self) -> Result<Vec<ViewRow>> {
+        dispatch!(&self.inner.db, |q, pool| q::all_view_rows(pool).await)
+    }
+
+    /// Drops every read-model row and `projection`'s checkpoint, for a rebuild from zero.
+    pub async fn reset_views(&self, projection: &str) -> Result<()> {
+        dispatch!(&self.inner.db, |q, pool| q::reset_views(pool, projection).await)
+    }
+
+    /// The event recorded under `event_id`, whoever wrote it (callers authorise).
+    pub async fn event_by_id(&self, event_id: &EventId) -> Result<Option<RecordedEvent>> {
+        let found = dispatch!(&self.inner.db, |q, pool| q::existing_events(
+            &mut *pool.acquire().await.map_err(error::db("acquiring a connection"))?,
+            std::slice::from_ref(event_id)
+        )
+        .await)?;
+        Ok(found.into_iter().next())
     }
 
     /// The latest signed checkpoint, if any event was ever recorded.

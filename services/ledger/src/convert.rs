@@ -272,6 +272,60 @@ pub fn payload(p: &str, body: &EventBody) -> Result<Payload> {
                 acknowledged_by: m.acknowledged_by,
             })
         }
+        types::CONSENT_RECORDED => {
+            let m: pb::ConsentRecorded = decode(p, body)?;
+            Payload::ConsentRecorded(payload::ConsentRecorded {
+                consent_id: m.consent_id,
+                subject_id: m.subject_id,
+                data: m.data,
+                recipients: m.recipients,
+                purposes: m.purposes,
+                given_by: m.given_by,
+                method: m.method,
+                expires_at: m.expires_at.map(|t| timestamp(&pf("expires_at"), Some(t))).transpose()?,
+            })
+        }
+        types::CONSENT_WITHDRAWN => {
+            let m: pb::ConsentWithdrawn = decode(p, body)?;
+            Payload::ConsentWithdrawn(payload::ConsentWithdrawn {
+                consent_id: m.consent_id,
+                withdrawn_by: m.withdrawn_by,
+                reason: m.reason,
+            })
+        }
+        types::SUPPORT_REFERRAL_MADE => {
+            let m: pb::SupportReferralMade = decode(p, body)?;
+            Payload::SupportReferralMade(payload::SupportReferralMade {
+                referral_id: m.referral_id,
+                consent_id: m.consent_id,
+                subject_id: m.subject_id,
+                contact_name: m.contact_name,
+                needs: m.needs,
+                safe_contact_method: m.safe_contact_method,
+                safe_contact_details: m.safe_contact_details,
+            })
+        }
+        types::SUPPORT_REFERRAL_ACCEPTED => {
+            let m: pb::SupportReferralAccepted = decode(p, body)?;
+            Payload::SupportReferralAccepted(payload::SupportReferralAccepted {
+                referral_id: m.referral_id,
+                allocated_to: m.allocated_to,
+            })
+        }
+        types::SUPPORT_REFERRAL_DECLINED => {
+            let m: pb::SupportReferralDeclined = decode(p, body)?;
+            Payload::SupportReferralDeclined(payload::SupportReferralDeclined {
+                referral_id: m.referral_id,
+                reason: m.reason,
+            })
+        }
+        types::RECORD_CORRECTED => {
+            let m: pb::RecordCorrected = decode(p, body)?;
+            Payload::RecordCorrected(payload::RecordCorrected {
+                fields: m.fields.into_iter().collect(),
+                reason: m.reason,
+            })
+        }
         other => {
             return Err(Error::invalid(
                 at(p, "event_type"),

@@ -14,6 +14,10 @@ pub enum Error {
     /// Not allowed (agency, key, role or policy).
     #[error("{0}")]
     Denied(String),
+    /// Refers to something the log's state does not allow (a withdrawn consent, an unknown
+    /// notification).
+    #[error("{0}")]
+    Precondition(String),
     /// Over a size limit.
     #[error("{0}")]
     TooLarge(String),
@@ -39,6 +43,7 @@ impl From<Error> for Status {
             Error::Invalid(_) => Code::InvalidArgument,
             Error::Denied(_) => Code::PermissionDenied,
             Error::TooLarge(_) => Code::ResourceExhausted,
+            Error::Precondition(_) => Code::FailedPrecondition,
             Error::Store(s) => match s {
                 S::Conflict(_) | S::PolicyChanged(_) => Code::Aborted,
                 S::Duplicate(_) => Code::AlreadyExists,

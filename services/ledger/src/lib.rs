@@ -129,6 +129,7 @@ pub async fn prepare(sharing: &Sharing, writer: Writer<'_>, index: usize, signed
         Writer::Caller(_) => Some(check_append_policy(sharing, &p, &body).await?),
         Writer::System => None,
     };
+    check_references(store, &p, &body, &payload).await?;
     if let Payload::PolicyAdopted(adopted) = &payload {
         // Only once the author may adopt policy: a policy that does not validate is refused
         // before anything is written.
@@ -147,6 +148,144 @@ pub async fn prepare(sharing: &Sharing, writer: Writer<'_>, index: usize, signed
         effect,
         policy_version,
     })
+}
+
+/// The recorded events of `stream`, decoded (at most the first 1000).
+async fn stream_payloads(store: &Store, stream: &str) -> Result<Vec<(accord_domain::EventBody, Payload)>> {
+    let Ok(id) = accord_domain::StreamId::parse_field("stream", stream.to_owned()) else {
+        return Ok(Vec::new());
+    };
+    let page = store.read_stream(&id, 0, 1000, &accord_store::Visibility::All).await?;
+    let mut out = Vec::with_capacity(page.events.len());
+    for e in page.events {
+        let body = convert::event_body("recorded", &e.body)?;
+        let payload = convert::payload("recorded", &body)?;
+        out.push((body, payload));
+    }
+    Ok(out)
+}
+
+/// Checks what an event refers to against the log: a correction names an event of the same
+/// agency and stream and changes only correctable fields; a referral is made under a consent in
+/// force that names its addressee; an acknowledgement, acceptance or decline answers something
+/// addressed to the author's agency. (The projections check consent again at the referral's
+/// position, so a withdrawal recorded concurrently still stops delivery.)
+async fn check_references(store: &Store, p: &str, body: &accord_domain::EventBody, payload: &Payload) -> Result<()> {
+    if let Some(target) = &body.supersedes {
+        let corrected = store
+            .event_by_id(target)
+            .await?
+            .ok_or_else(|| Error::Invalid(format!("{p}.body.supersedes: no event {target} is recorded")))?;
+        if let Payload::RecordCorrected(c) = payload {
+            if corrected.author_agency != body.author.agency.as_str() {
+                return Err(Error::Denied(format!(
+                    "{p}.body.supersedes: an agency corrects only its own records; event {target} was recorded by {}",
+                    corrected.author_agency
+                )));
+            }
+            if corrected.stream != body.stream.as_str() {
+                return Err(Error::Invalid(format!(
+                    "{p}.body.stream: a correction belongs to the corrected event's stream {:?}",
+                    corrected.stream
+                )));
+            }
+            accord_domain::payload::check_correction(&corrected.event_type, c)
+                .map_err(|e| convert::in_field(&format!("{p}.body"), e))?;
+        }
+    } else if matches!(payload, Payload::RecordCorrected(_)) {
+        return Err(Error::Invalid(format!("{p}.body.supersedes: a RecordCorrected must name the corrected event")));
+    }
+    let author = body.author.agency.as_str();
+    match payload {
+        Payload::SupportReferralMade(r) => {
+            let consent = stream_payloads(store, &format!("consent-{}", r.consent_id)).await?;
+            let recorded = consent.iter().find_map(|(_, pl)| match pl {
+                Payload::ConsentRecorded(c) => Some(c),
+                _ => None,
+            });
+            let c = recorded.ok_or_else(|| {
+                Error::Precondition(format!("{p}.body.payload.consent_id: no consent {} is recorded", r.consent_id))
+            })?;
+            if consent.iter().any(|(_, pl)| matches!(pl, Payload::ConsentWithdrawn(_))) {
+                return Err(Error::Precondition(format!(
+                    "{p}.body.payload.consent_id: consent {} has been withdrawn; nothing more may be shared under it",
+                    r.consent_id
+                )));
+            }
+            if c.subject_id != r.subject_id {
+                return Err(Error::Precondition(format!(
+                    "{p}.body.payload.subject_id: consent {} is about another person",
+                    r.consent_id
+                )));
+            }
+            if let Some(to) = body.addressees.first()
+                && !c.recipients.iter().any(|x| x == to.as_str())
+            {
+                return Err(Error::Precondition(format!(
+                    "{p}.body.addressees[0]: consent {} does not name {to} as a recipient (it names {})",
+                    r.consent_id,
+                    c.recipients.join(", ")
+                )));
+            }
+            if let Some(exp) = c.expires_at
+                && exp.micros() <= body.occurred_at.micros()
+            {
+                return Err(Error::Precondition(format!(
+                    "{p}.body.payload.consent_id: consent {} had expired when the referral was made",
+                    r.consent_id
+                )));
+            }
+        }
+        Payload::ConsentWithdrawn(w) => {
+            let consent = stream_payloads(store, &format!("consent-{}", w.consent_id)).await?;
+            let recorded = consent.iter().find_map(|(_, pl)| match pl {
+                Payload::ConsentRecorded(c) => Some(c),
+                _ => None,
+            });
+            let Some(c) = recorded else {
+                return Err(Error::Precondition(format!(
+                    "{p}.body.payload.consent_id: no consent {} is recorded",
+                    w.consent_id
+                )));
+            };
+            let recorder = consent.first().map(|(b, _)| b.author.agency.as_str()).unwrap_or_default();
+            if recorder != author && !c.recipients.iter().any(|x| x == author) {
+                return Err(Error::Denied(format!(
+                    "{p}.body.payload.consent_id: only the agency that recorded consent {} or one of its recipients may record its withdrawal",
+                    w.consent_id
+                )));
+            }
+            if consent.iter().any(|(_, pl)| matches!(pl, Payload::ConsentWithdrawn(_))) {
+                return Err(Error::Precondition(format!(
+                    "{p}.body.payload.consent_id: consent {} is already withdrawn",
+                    w.consent_id
+                )));
+            }
+        }
+        Payload::SupportReferralAccepted(accord_domain::payload::SupportReferralAccepted { referral_id, .. })
+        | Payload::SupportReferralDeclined(accord_domain::payload::SupportReferralDeclined { referral_id, .. }) => {
+            answers_addressed(store, p, &format!("referral-{referral_id}"), "referral", author).await?;
+        }
+        Payload::EncompassNotificationAcknowledged(a) => {
+            answers_addressed(store, p, &format!("encompass-{}", a.notification_id), "notification", author).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The first event of `stream` must exist and be addressed to `author`.
+async fn answers_addressed(store: &Store, p: &str, stream: &str, what: &str, author: &str) -> Result<()> {
+    let events = stream_payloads(store, stream).await?;
+    let Some((first, _)) = events.first() else {
+        return Err(Error::Precondition(format!("{p}.body.stream: no {what} is recorded in {stream}")));
+    };
+    if !first.addressees.iter().any(|a| a.as_str() == author) {
+        return Err(Error::Denied(format!(
+            "{p}.body.stream: the {what} in {stream} is not addressed to agency {author}"
+        )));
+    }
+    Ok(())
 }
 
 async fn agency_facts(store: &Store, field: &str, agency: &AgencyId) -> Result<accord_store::AgencyRecord> {

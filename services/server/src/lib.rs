@@ -74,6 +74,8 @@ pub struct Server {
     listener: TcpListener,
     store: Store,
     ledger: Ledger,
+    views: accord_views::Views,
+    projector: Arc<accord_views::Projector>,
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
@@ -112,8 +114,11 @@ impl Server {
         let listener =
             TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
-        let ledger = Ledger::new(sharing, Arc::new(auth), settings.origin.clone(), stopping_rx);
-        Ok(Server { listener, store, ledger, stopping })
+        let projector = accord_views::Projector::open(Arc::clone(&sharing)).await.context("opening the read models")?;
+        let auth = Arc::new(auth);
+        let views = accord_views::Views::new(Arc::clone(&projector), Arc::clone(&auth), stopping_rx.clone());
+        let ledger = Ledger::new(sharing, auth, settings.origin.clone(), stopping_rx);
+        Ok(Server { listener, store, ledger, views, projector, stopping })
     }
 
     /// The bound address.
@@ -131,6 +136,7 @@ impl Server {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<accord_proto::v1::ledger_server::LedgerServer<Ledger>>().await;
+        health.set_serving::<accord_proto::v1::views_server::ViewsServer<accord_views::Views>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(accord_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -143,19 +149,23 @@ impl Server {
             .with_nodelay(Some(true))
             .with_keepalive(Some(std::time::Duration::from_secs(60)));
         let stopping = self.stopping;
+        let projection = self.projector.spawn(stopping.subscribe());
         let reporter = health.clone();
         let shutdown = async move {
             shutdown.await;
             reporter.set_not_serving::<accord_proto::v1::ledger_server::LedgerServer<Ledger>>().await;
+            reporter.set_not_serving::<accord_proto::v1::views_server::ViewsServer<accord_views::Views>>().await;
             let _ = stopping.send(true);
         };
         tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(self.ledger.into_server())
+            .add_service(self.views.into_server())
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .context("serving gRPC")?;
+        let _ = projection.await;
         self.store.shutdown().await;
         tracing::info!("accord stopped");
         Ok(())

@@ -1,0 +1,245 @@
+//! Projections and read models (DESIGN.md §4), and the `Views` gRPC service over them.
+//!
+//! The [`Projector`] feeds the log to the [`projection::State`] fold in position order, in
+//! batches; after each batch it writes the changed read-model rows and moves the projection's
+//! checkpoint in one transaction (compare-and-set on the checkpoint, so several server processes
+//! on one database never apply a range twice: the loser reloads). On start it restores its state
+//! from the rows and resumes at the checkpoint; `accord rebuild` drops the rows and replays from
+//! zero. [`Projector::as_of`] folds a fresh state up to any position, for audit replay.
+
+pub mod projection;
+mod service;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use accord_ledger::{Sharing, convert};
+use accord_store::{Store, Visibility};
+use tokio::sync::{Mutex, watch};
+
+pub use projection::{Model, PROJECTION, State};
+pub use service::Views;
+
+/// Events read and applied per transaction.
+pub const BATCH: u32 = 2000;
+
+/// Why projecting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] accord_store::Error),
+    /// The log or the stored read models hold something the projection cannot apply.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl From<accord_ledger::Error> for Error {
+    fn from(e: accord_ledger::Error) -> Self {
+        match e {
+            accord_ledger::Error::Store(s) => Error::Store(s),
+            other => Error::Corrupt(other.to_string()),
+        }
+    }
+}
+
+impl From<accord_domain::Error> for Error {
+    fn from(e: accord_domain::Error) -> Self {
+        Error::Corrupt(format!("a recorded event does not decode: {e}"))
+    }
+}
+
+/// `Result` with this crate's `Error`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Runs the projection: keeps the read models in step with the log.
+pub struct Projector {
+    sharing: Arc<Sharing>,
+    state: Mutex<State>,
+    applied: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Projector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector").finish_non_exhaustive()
+    }
+}
+
+/// What a catch-up did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// Events applied.
+    pub events: u64,
+    /// Transactions committed.
+    pub batches: u64,
+    /// The first position not applied afterwards.
+    pub next_position: u64,
+}
+
+async fn load_state(store: &Store) -> Result<State> {
+    let next = store.view_checkpoint(PROJECTION).await?;
+    let rows = store.all_view_rows().await?;
+    State::from_rows(rows, next).map_err(Error::Corrupt)
+}
+
+/// Applies the events of `page` to `state`.
+async fn apply_page(sharing: &Sharing, state: &mut State, events: &[accord_store::RecordedEvent]) -> Result<()> {
+    for e in events {
+        let at = format!("position {}", e.position);
+        let body = convert::event_body(&at, &e.body)?;
+        let payload = convert::payload(&at, &body)?;
+        let policy = sharing.in_force_at(e.position).await?;
+        state.apply(e, &body, &payload, policy.as_deref()).map_err(|e| Error::Corrupt(e.to_string()))?;
+    }
+    Ok(())
+}
+
+impl Projector {
+    /// Restores the projection from its stored rows and checkpoint.
+    pub async fn open(sharing: Arc<Sharing>) -> Result<Arc<Projector>> {
+        let state = load_state(sharing.store()).await?;
+        let (applied, _) = watch::channel(state.next_position);
+        Ok(Arc::new(Projector { sharing, state: Mutex::new(state), applied }))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        self.sharing.store()
+    }
+
+    /// The sharing policy history.
+    pub fn sharing(&self) -> &Arc<Sharing> {
+        &self.sharing
+    }
+
+    /// Follows the first position not yet applied.
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// Applies everything recorded so far, batch by batch, each batch committed with the
+    /// checkpoint. On any failure the in-memory state is reloaded from the database, so it never
+    /// runs ahead of what is stored.
+    pub async fn catch_up(&self) -> Result<Progress> {
+        let mut state = self.state.lock().await;
+        let r = self.catch_up_locked(&mut state).await;
+        if r.is_err() {
+            match load_state(self.store()).await {
+                Ok(s) => *state = s,
+                Err(e) => tracing::error!(error = %e, "reloading the read models failed"),
+            }
+        }
+        self.applied.send_replace(state.next_position);
+        r
+    }
+
+    async fn catch_up_locked(&self, state: &mut State) -> Result<Progress> {
+        let store = self.store();
+        let mut progress = Progress { next_position: state.next_position, ..Progress::default() };
+        loop {
+            let from = state.next_position;
+            let page = store.read_all(from, BATCH, &Visibility::All).await?;
+            if page.events.is_empty() {
+                break;
+            }
+            let started = Instant::now();
+            apply_page(&self.sharing, state, &page.events).await?;
+            let rows = state.take_changes();
+            let n = page.events.len() as u64;
+            if !store.commit_views(PROJECTION, from, state.next_position, &rows).await? {
+                // Another process applied this range first: take its rows and go on from there.
+                tracing::debug!(from, "read models advanced by another process; reloading");
+                *state = load_state(store).await?;
+                continue;
+            }
+            progress.events += n;
+            progress.batches += 1;
+            tracing::debug!(
+                from,
+                events = n,
+                rows = rows.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "projection batch"
+            );
+            self.applied.send_replace(state.next_position);
+            if page.next >= page.log_size {
+                break;
+            }
+        }
+        progress.next_position = state.next_position;
+        Ok(progress)
+    }
+
+    /// Runs with the state locked (after catching up with the log as far as `min_size`).
+    pub async fn read<T>(&self, min_size: u64, f: impl FnOnce(&State) -> T) -> Result<T> {
+        if *self.applied.borrow() < min_size {
+            self.catch_up().await?;
+        }
+        let state = self.state.lock().await;
+        Ok(f(&state))
+    }
+
+    /// A fresh state folded from the start of the log up to and including `position`.
+    pub async fn as_of(&self, position: u64) -> Result<State> {
+        let store = self.store();
+        let mut state = State::default();
+        while state.next_position <= position {
+            let page = store.read_all(state.next_position, BATCH, &Visibility::All).await?;
+            let events: Vec<_> = page.events.into_iter().take_while(|e| e.position <= position).collect();
+            if events.is_empty() {
+                break;
+            }
+            apply_page(&self.sharing, &mut state, &events).await?;
+        }
+        state.take_changes();
+        Ok(state)
+    }
+
+    /// Keeps the read models in step with the log until `stopping` turns true: after each commit
+    /// of this process and at every poll tick (for other processes' commits).
+    pub fn spawn(self: &Arc<Self>, mut stopping: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut head = me.store().watch_head();
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                if *stopping.borrow() {
+                    return;
+                }
+                match me.catch_up().await {
+                    Ok(_) => backoff = Duration::from_millis(100),
+                    Err(e) => {
+                        tracing::error!(error = %e, "projection failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        continue;
+                    }
+                }
+                tokio::select! {
+                    r = head.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep(me.store().poll_interval()) => {}
+                    _ = stopping.changed() => {}
+                }
+            }
+        })
+    }
+
+    /// Drops every read-model row and replays the log from zero; returns what was done and the
+    /// digest of the result.
+    pub async fn rebuild(&self) -> Result<(Progress, [u8; 32])> {
+        let mut state = self.state.lock().await;
+        self.store().reset_views(PROJECTION).await?;
+        *state = State::default();
+        let progress = self.catch_up_locked(&mut state).await;
+        if progress.is_err() {
+            *state = load_state(self.store()).await?;
+        }
+        self.applied.send_replace(state.next_position);
+        Ok((progress?, state.digest()))
+    }
+
+    /// The digest of the current read models.
+    pub async fn digest(&self) -> [u8; 32] {
+        self.state.lock().await.digest()
+    }
+}
