@@ -166,7 +166,20 @@ catalogued!(
     SupportReferralMade,
     SupportReferralAccepted,
     SupportReferralDeclined,
-    RecordCorrected
+    RecordCorrected,
+    NotificationRequirementUpdated,
+    OrderRecorded,
+    RiskAssessmentRecorded,
+    MappaReferralMade,
+    MappaMeetingHeld,
+    ActionAssigned,
+    ActionCompleted,
+    DisclosureRequested,
+    DisclosureChecksCompleted,
+    ApplicantVerified,
+    DisclosureDecided,
+    DisclosureMade,
+    DisclosureApplicationClosed
 );
 
 /// An event being built. Defaults: a fresh UUIDv7 id, expected version `any`, schema version 1,

@@ -234,6 +234,162 @@ pub struct EncompassNotificationAcknowledged {
     pub acknowledged_by: String,
 }
 
+/// `accord.v1.NotificationRequirementUpdated`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct NotificationRequirementUpdated {
+    pub nominal_id: String,
+    pub kind: String,
+    pub changed_fields: std::collections::BTreeMap<String, String>,
+    pub notified_at: Option<crate::Timestamp>,
+    pub due_by: Option<crate::Timestamp>,
+    pub status: String,
+}
+
+/// `accord.v1.OrderRecorded`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct OrderRecorded {
+    pub nominal_id: String,
+    pub order_id: String,
+    pub order_type: String,
+    pub prohibitions: Vec<String>,
+    pub positive_requirements: Vec<String>,
+    pub start_date: String,
+    pub end_date: String,
+    pub court: String,
+}
+
+/// `accord.v1.RiskAssessmentRecorded`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct RiskAssessmentRecorded {
+    pub nominal_id: String,
+    pub tool: String,
+    pub levels: std::collections::BTreeMap<String, String>,
+    pub factors: Vec<String>,
+    pub assessor: String,
+    pub next_review: String,
+    pub summary: String,
+    pub victim_safety: String,
+}
+
+/// `accord.v1.MappaReferralMade`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct MappaReferralMade {
+    pub nominal_id: String,
+    pub category: u32,
+    pub level_requested: u32,
+    pub referrer: String,
+    pub reason: String,
+}
+
+/// `accord.v1.MappaMeetingHeld`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct MappaMeetingHeld {
+    pub nominal_id: String,
+    pub meeting_id: String,
+    pub meeting_type: String,
+    pub level: u32,
+    pub chair: String,
+    /// (agency, role) of each attendee.
+    pub attendees: Vec<(String, String)>,
+    pub minutes: String,
+    pub minutes_redacted: String,
+    pub disclosure_decision: String,
+    pub next_review: String,
+}
+
+/// `accord.v1.ActionAssigned`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ActionAssigned {
+    pub nominal_id: String,
+    pub action_id: String,
+    pub meeting_id: String,
+    pub owner_agency: String,
+    pub owner_role: String,
+    pub description: String,
+    pub due: Option<crate::Timestamp>,
+}
+
+/// `accord.v1.ActionCompleted`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ActionCompleted {
+    pub nominal_id: String,
+    pub action_id: String,
+    pub outcome: String,
+}
+
+/// `accord.v1.DisclosureRequested`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct DisclosureRequested {
+    pub application_id: String,
+    pub scheme: String,
+    pub applicant_id: String,
+    pub applicant_name: String,
+    pub applicant_relationship: String,
+    pub subject_description: String,
+    pub subject_nominal_id: String,
+    pub persons_at_risk: Vec<String>,
+    pub received_at: Option<crate::Timestamp>,
+}
+
+/// `accord.v1.DisclosureChecksCompleted`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct DisclosureChecksCompleted {
+    pub application_id: String,
+    pub completed_at: Option<crate::Timestamp>,
+    pub immediate_risk: bool,
+    pub findings: String,
+}
+
+/// `accord.v1.ApplicantVerified`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ApplicantVerified {
+    pub application_id: String,
+    pub verified_at: Option<crate::Timestamp>,
+    pub method: String,
+    pub notes: String,
+}
+
+/// `accord.v1.DisclosureDecided`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct DisclosureDecided {
+    pub application_id: String,
+    pub decision: String,
+    pub decision_maker: String,
+    pub rationale: String,
+    pub recipient: String,
+    pub content_sha256: String,
+}
+
+/// `accord.v1.DisclosureMade`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct DisclosureMade {
+    pub application_id: String,
+    pub recipient: String,
+    pub discloser: String,
+    pub content_sha256: String,
+    pub undertaking_signed: bool,
+}
+
+/// `accord.v1.DisclosureApplicationClosed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct DisclosureApplicationClosed {
+    pub application_id: String,
+    pub outcome_told_to_applicant: String,
+}
+
 /// `accord.v1.ConsentRecorded`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)]
@@ -312,6 +468,12 @@ pub fn correctable_fields(event_type: &str) -> &'static [&'static str] {
         types::CONSENT_RECORDED => &["given_by", "method"],
         types::SUPPORT_REFERRAL_MADE => &["contact_name", "safe_contact_method", "safe_contact_details"],
         types::SUPPORT_REFERRAL_DECLINED => &["reason"],
+        types::NOTIFICATION_REQUIREMENT_UPDATED => &["changed_fields.*"],
+        types::ORDER_RECORDED => &["court"],
+        types::RISK_ASSESSMENT_RECORDED => &["summary", "victim_safety"],
+        types::MAPPA_MEETING_HELD => &["minutes", "minutes_redacted", "disclosure_decision"],
+        types::ACTION_ASSIGNED => &["description"],
+        types::ACTION_COMPLETED => &["outcome"],
         _ => &[],
     }
 }
@@ -323,7 +485,10 @@ pub fn check_correction(corrected_type: &str, p: &RecordCorrected) -> Result<()>
         return Err(Error::invalid("supersedes", format!("{corrected_type} has no correctable fields")));
     }
     for path in p.fields.keys() {
-        if !allowed.contains(&path.as_str()) {
+        let by_prefix = allowed
+            .iter()
+            .any(|a| a.strip_suffix('*').is_some_and(|prefix| path.len() > prefix.len() && path.starts_with(prefix)));
+        if !allowed.contains(&path.as_str()) && !by_prefix {
             return Err(Error::invalid(
                 format!("payload.fields[{path:?}]"),
                 format!("is not a correctable field of {corrected_type}; correctable: {}", allowed.join(", ")),
@@ -378,6 +543,19 @@ pub enum Payload {
     SupportReferralAccepted(SupportReferralAccepted),
     SupportReferralDeclined(SupportReferralDeclined),
     RecordCorrected(RecordCorrected),
+    NotificationRequirementUpdated(NotificationRequirementUpdated),
+    OrderRecorded(OrderRecorded),
+    RiskAssessmentRecorded(RiskAssessmentRecorded),
+    MappaReferralMade(MappaReferralMade),
+    MappaMeetingHeld(MappaMeetingHeld),
+    ActionAssigned(ActionAssigned),
+    ActionCompleted(ActionCompleted),
+    DisclosureRequested(DisclosureRequested),
+    DisclosureChecksCompleted(DisclosureChecksCompleted),
+    ApplicantVerified(ApplicantVerified),
+    DisclosureDecided(DisclosureDecided),
+    DisclosureMade(DisclosureMade),
+    DisclosureApplicationClosed(DisclosureApplicationClosed),
 }
 
 /// How recording an event changes the key registry.
@@ -446,6 +624,32 @@ pub mod types {
     pub const SUPPORT_REFERRAL_DECLINED: &str = "accord.v1.SupportReferralDeclined";
     /// `RecordCorrected`.
     pub const RECORD_CORRECTED: &str = "accord.v1.RecordCorrected";
+    /// `NotificationRequirementUpdated`.
+    pub const NOTIFICATION_REQUIREMENT_UPDATED: &str = "accord.v1.NotificationRequirementUpdated";
+    /// `OrderRecorded`.
+    pub const ORDER_RECORDED: &str = "accord.v1.OrderRecorded";
+    /// `RiskAssessmentRecorded`.
+    pub const RISK_ASSESSMENT_RECORDED: &str = "accord.v1.RiskAssessmentRecorded";
+    /// `MappaReferralMade`.
+    pub const MAPPA_REFERRAL_MADE: &str = "accord.v1.MappaReferralMade";
+    /// `MappaMeetingHeld`.
+    pub const MAPPA_MEETING_HELD: &str = "accord.v1.MappaMeetingHeld";
+    /// `ActionAssigned`.
+    pub const ACTION_ASSIGNED: &str = "accord.v1.ActionAssigned";
+    /// `ActionCompleted`.
+    pub const ACTION_COMPLETED: &str = "accord.v1.ActionCompleted";
+    /// `DisclosureRequested`.
+    pub const DISCLOSURE_REQUESTED: &str = "accord.v1.DisclosureRequested";
+    /// `DisclosureChecksCompleted`.
+    pub const DISCLOSURE_CHECKS_COMPLETED: &str = "accord.v1.DisclosureChecksCompleted";
+    /// `ApplicantVerified`.
+    pub const APPLICANT_VERIFIED: &str = "accord.v1.ApplicantVerified";
+    /// `DisclosureDecided`.
+    pub const DISCLOSURE_DECIDED: &str = "accord.v1.DisclosureDecided";
+    /// `DisclosureMade`.
+    pub const DISCLOSURE_MADE: &str = "accord.v1.DisclosureMade";
+    /// `DisclosureApplicationClosed`.
+    pub const DISCLOSURE_APPLICATION_CLOSED: &str = "accord.v1.DisclosureApplicationClosed";
 }
 
 /// The stream registry events about `agency` belong to.
@@ -562,6 +766,165 @@ fn validate_encompass(body: &EventBody, p: &EncompassNotificationSent) -> Result
     Ok(())
 }
 
+/// A nominal event: a UUID nominal id, the nominal's stream, the nominal among the subjects.
+fn on_nominal(body: &EventBody, nominal_id: &str) -> Result<()> {
+    nominal_uuid("payload.nominal_id", nominal_id)?;
+    expect_stream(body, &format!("nominal-{nominal_id}"))?;
+    expect_subject(body, "nominal", nominal_id)
+}
+
+fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<()> {
+    if allowed.contains(&value) {
+        return Ok(());
+    }
+    Err(Error::invalid(field, format!("must be one of {}, found {value:?}", allowed.join(", "))))
+}
+
+fn validate_notification_requirement(body: &EventBody, p: &NotificationRequirementUpdated) -> Result<()> {
+    on_nominal(body, &p.nominal_id)?;
+    one_of(
+        "payload.kind",
+        &p.kind,
+        &["initial", "change", "annual", "weekly_nfa", "foreign_travel", "child_household", "bank_card", "id_document"],
+    )?;
+    if p.changed_fields.len() > 50 {
+        return Err(Error::invalid(
+            "payload.changed_fields",
+            format!("at most 50 fields, found {}", p.changed_fields.len()),
+        ));
+    }
+    for (k, v) in &p.changed_fields {
+        bounded_text("payload.changed_fields", k, 64)?;
+        bounded_text(&format!("payload.changed_fields[{k:?}]"), v, 1000)?;
+    }
+    let notified = p.notified_at.ok_or_else(|| Error::invalid("payload.notified_at", "is required"))?;
+    let due = p.due_by.ok_or_else(|| Error::invalid("payload.due_by", "is required"))?;
+    one_of("payload.status", &p.status, &["on_time", "late", "breach"])?;
+    if notified.micros() > due.micros() && p.status == "on_time" {
+        return Err(Error::invalid(
+            "payload.status",
+            "a notification made after its due_by is late or a breach, not on_time",
+        ));
+    }
+    if notified.micros() > body.occurred_at.micros() {
+        return Err(Error::invalid("payload.notified_at", "must not be after the event's occurred_at"));
+    }
+    Ok(())
+}
+
+fn validate_order(body: &EventBody, p: &OrderRecorded) -> Result<()> {
+    on_nominal(body, &p.nominal_id)?;
+    nominal_uuid("payload.order_id", &p.order_id)?;
+    one_of(
+        "payload.order_type",
+        &p.order_type,
+        &["shpo", "sopo", "licence", "community_order", "notification_order", "other"],
+    )?;
+    for (i, x) in p.prohibitions.iter().chain(&p.positive_requirements).enumerate() {
+        bounded_text(&format!("payload.terms[{i}]"), x, 1000)?;
+    }
+    if p.prohibitions.is_empty() && p.positive_requirements.is_empty() {
+        return Err(Error::invalid("payload.prohibitions", "an order has at least one prohibition or requirement"));
+    }
+    let start = Date::parse("payload.start_date", &p.start_date)?;
+    if !p.end_date.is_empty() && Date::parse("payload.end_date", &p.end_date)? < start {
+        return Err(Error::invalid("payload.end_date", "must not be before start_date"));
+    }
+    bounded_text("payload.court", &p.court, 200)
+}
+
+fn validate_risk(body: &EventBody, p: &RiskAssessmentRecorded) -> Result<()> {
+    on_nominal(body, &p.nominal_id)?;
+    one_of("payload.tool", &p.tool, &["arms", "rm2000", "oasys_rosh", "dash"])?;
+    if p.levels.is_empty() {
+        return Err(Error::invalid("payload.levels", "must give a level for at least one risk group"));
+    }
+    for (group, level) in &p.levels {
+        one_of("payload.levels", group, &["children", "public", "known_adult", "staff", "self", "overall"])?;
+        one_of(&format!("payload.levels[{group:?}]"), level, &["low", "medium", "high", "very_high"])?;
+    }
+    for (i, f) in p.factors.iter().enumerate() {
+        bounded_text(&format!("payload.factors[{i}]"), f, 1000)?;
+    }
+    bounded_text("payload.assessor", &p.assessor, 128)?;
+    Date::parse("payload.next_review", &p.next_review)?;
+    if !p.summary.is_empty() {
+        bounded_text("payload.summary", &p.summary, 4000)?;
+    }
+    if !p.victim_safety.is_empty() {
+        bounded_text("payload.victim_safety", &p.victim_safety, 4000)?;
+    }
+    Ok(())
+}
+
+fn validate_meeting(body: &EventBody, p: &MappaMeetingHeld) -> Result<()> {
+    on_nominal(body, &p.nominal_id)?;
+    nominal_uuid("payload.meeting_id", &p.meeting_id)?;
+    one_of("payload.meeting_type", &p.meeting_type, &["initial", "review"])?;
+    if !(2..=3).contains(&p.level) {
+        return Err(Error::invalid(
+            "payload.level",
+            format!("MAPPA meetings are held at level 2 or 3, found {}", p.level),
+        ));
+    }
+    bounded_text("payload.chair", &p.chair, 128)?;
+    if p.attendees.is_empty() || p.attendees.len() > 50 {
+        return Err(Error::invalid(
+            "payload.attendees",
+            format!("a meeting has 1 to 50 attendees, found {}", p.attendees.len()),
+        ));
+    }
+    for (i, (agency, role)) in p.attendees.iter().enumerate() {
+        AgencyId::parse_field(&format!("payload.attendees[{i}].agency"), agency.clone())?;
+        bounded_text(&format!("payload.attendees[{i}].role"), role, 64)?;
+    }
+    bounded_text("payload.minutes", &p.minutes, 20_000)?;
+    bounded_text("payload.minutes_redacted", &p.minutes_redacted, 20_000)?;
+    if !p.disclosure_decision.is_empty() {
+        bounded_text("payload.disclosure_decision", &p.disclosure_decision, 4000)?;
+    }
+    Date::parse("payload.next_review", &p.next_review)?;
+    Ok(())
+}
+
+fn on_application(body: &EventBody, application_id: &str) -> Result<()> {
+    nominal_uuid("payload.application_id", application_id)?;
+    expect_stream(body, &format!("disclosure-{application_id}"))
+}
+
+fn not_after_event(body: &EventBody, field: &str, t: Option<crate::Timestamp>) -> Result<()> {
+    let t = t.ok_or_else(|| Error::invalid(field, "is required"))?;
+    if t.micros() > body.occurred_at.micros() {
+        return Err(Error::invalid(field, "must not be after the event's occurred_at"));
+    }
+    Ok(())
+}
+
+fn sha256_hex(field: &str, s: &str) -> Result<()> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Ok(());
+    }
+    Err(Error::invalid(field, format!("must be a SHA-256 in lower-case hex (64 characters), found {s:?}")))
+}
+
+fn validate_disclosure_request(body: &EventBody, p: &DisclosureRequested) -> Result<()> {
+    on_application(body, &p.application_id)?;
+    one_of("payload.scheme", &p.scheme, &["csods", "dvds_right_to_ask", "dvds_right_to_know", "mappa_third_party"])?;
+    let police_initiated = matches!(p.scheme.as_str(), "dvds_right_to_know" | "mappa_third_party");
+    if !police_initiated {
+        nominal_uuid("payload.applicant_id", &p.applicant_id)?;
+        expect_subject(body, "applicant", &p.applicant_id)?;
+        bounded_text("payload.applicant_name", &p.applicant_name, 200)?;
+        bounded_text("payload.applicant_relationship", &p.applicant_relationship, 200)?;
+    }
+    bounded_text("payload.subject_description", &p.subject_description, 1000)?;
+    if !p.subject_nominal_id.is_empty() {
+        nominal_uuid("payload.subject_nominal_id", &p.subject_nominal_id)?;
+    }
+    non_empty_list("payload.persons_at_risk", &p.persons_at_risk, 400)?;
+    not_after_event(body, "payload.received_at", p.received_at)
+}
+
 fn non_empty_list(field: &str, items: &[String], max_len: usize) -> Result<()> {
     if items.is_empty() || items.len() > 50 {
         return Err(Error::invalid(field, format!("must hold 1 to 50 entries, found {}", items.len())));
@@ -649,6 +1012,19 @@ impl Payload {
             Payload::SupportReferralAccepted(_) => types::SUPPORT_REFERRAL_ACCEPTED,
             Payload::SupportReferralDeclined(_) => types::SUPPORT_REFERRAL_DECLINED,
             Payload::RecordCorrected(_) => types::RECORD_CORRECTED,
+            Payload::NotificationRequirementUpdated(_) => types::NOTIFICATION_REQUIREMENT_UPDATED,
+            Payload::OrderRecorded(_) => types::ORDER_RECORDED,
+            Payload::RiskAssessmentRecorded(_) => types::RISK_ASSESSMENT_RECORDED,
+            Payload::MappaReferralMade(_) => types::MAPPA_REFERRAL_MADE,
+            Payload::MappaMeetingHeld(_) => types::MAPPA_MEETING_HELD,
+            Payload::ActionAssigned(_) => types::ACTION_ASSIGNED,
+            Payload::ActionCompleted(_) => types::ACTION_COMPLETED,
+            Payload::DisclosureRequested(_) => types::DISCLOSURE_REQUESTED,
+            Payload::DisclosureChecksCompleted(_) => types::DISCLOSURE_CHECKS_COMPLETED,
+            Payload::ApplicantVerified(_) => types::APPLICANT_VERIFIED,
+            Payload::DisclosureDecided(_) => types::DISCLOSURE_DECIDED,
+            Payload::DisclosureMade(_) => types::DISCLOSURE_MADE,
+            Payload::DisclosureApplicationClosed(_) => types::DISCLOSURE_APPLICATION_CLOSED,
         }
     }
 
@@ -798,6 +1174,86 @@ impl Payload {
                     bounded_text(&format!("payload.fields[{path:?}]"), value, 4000)?;
                 }
                 bounded_text("payload.reason", &p.reason, 2000)
+            }
+            Payload::NotificationRequirementUpdated(p) => validate_notification_requirement(body, p),
+            Payload::OrderRecorded(p) => validate_order(body, p),
+            Payload::RiskAssessmentRecorded(p) => validate_risk(body, p),
+            Payload::MappaReferralMade(p) => {
+                on_nominal(body, &p.nominal_id)?;
+                if !(1..=4).contains(&p.category) {
+                    return Err(Error::invalid(
+                        "payload.category",
+                        format!("MAPPA category must be 1 to 4, found {}", p.category),
+                    ));
+                }
+                if !(2..=3).contains(&p.level_requested) {
+                    return Err(Error::invalid(
+                        "payload.level_requested",
+                        format!("a MAPPA referral asks for level 2 or 3, found {}", p.level_requested),
+                    ));
+                }
+                bounded_text("payload.referrer", &p.referrer, 128)?;
+                bounded_text("payload.reason", &p.reason, 4000)
+            }
+            Payload::MappaMeetingHeld(p) => validate_meeting(body, p),
+            Payload::ActionAssigned(p) => {
+                on_nominal(body, &p.nominal_id)?;
+                nominal_uuid("payload.action_id", &p.action_id)?;
+                nominal_uuid("payload.meeting_id", &p.meeting_id)?;
+                AgencyId::parse_field("payload.owner_agency", p.owner_agency.clone())?;
+                bounded_text("payload.owner_role", &p.owner_role, 64)?;
+                bounded_text("payload.description", &p.description, 2000)?;
+                let due = p.due.ok_or_else(|| Error::invalid("payload.due", "an action needs a due date"))?;
+                if due.micros() <= body.occurred_at.micros() {
+                    return Err(Error::invalid("payload.due", "must be after the event's occurred_at"));
+                }
+                Ok(())
+            }
+            Payload::ActionCompleted(p) => {
+                on_nominal(body, &p.nominal_id)?;
+                nominal_uuid("payload.action_id", &p.action_id)?;
+                bounded_text("payload.outcome", &p.outcome, 2000)
+            }
+            Payload::DisclosureRequested(p) => validate_disclosure_request(body, p),
+            Payload::DisclosureChecksCompleted(p) => {
+                on_application(body, &p.application_id)?;
+                not_after_event(body, "payload.completed_at", p.completed_at)?;
+                bounded_text("payload.findings", &p.findings, 4000)
+            }
+            Payload::ApplicantVerified(p) => {
+                on_application(body, &p.application_id)?;
+                not_after_event(body, "payload.verified_at", p.verified_at)?;
+                one_of("payload.method", &p.method, &["face_to_face", "other"])?;
+                if p.method == "other" {
+                    bounded_text("payload.notes", &p.notes, 2000)?;
+                }
+                Ok(())
+            }
+            Payload::DisclosureDecided(p) => {
+                on_application(body, &p.application_id)?;
+                one_of("payload.decision", &p.decision, &["disclose", "no_disclosure"])?;
+                bounded_text("payload.decision_maker", &p.decision_maker, 200)?;
+                bounded_text("payload.rationale", &p.rationale, 4000)?;
+                if p.decision == "disclose" {
+                    bounded_text("payload.recipient", &p.recipient, 200)?;
+                    sha256_hex("payload.content_sha256", &p.content_sha256)?;
+                } else if !p.recipient.is_empty() || !p.content_sha256.is_empty() {
+                    return Err(Error::invalid(
+                        "payload.recipient",
+                        "a no_disclosure decision names no recipient and no content",
+                    ));
+                }
+                Ok(())
+            }
+            Payload::DisclosureMade(p) => {
+                on_application(body, &p.application_id)?;
+                bounded_text("payload.recipient", &p.recipient, 200)?;
+                bounded_text("payload.discloser", &p.discloser, 128)?;
+                sha256_hex("payload.content_sha256", &p.content_sha256)
+            }
+            Payload::DisclosureApplicationClosed(p) => {
+                on_application(body, &p.application_id)?;
+                bounded_text("payload.outcome_told_to_applicant", &p.outcome_told_to_applicant, 2000)
             }
         }
     }

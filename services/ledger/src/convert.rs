@@ -326,6 +326,148 @@ pub fn payload(p: &str, body: &EventBody) -> Result<Payload> {
                 reason: m.reason,
             })
         }
+        types::NOTIFICATION_REQUIREMENT_UPDATED => {
+            let m: pb::NotificationRequirementUpdated = decode(p, body)?;
+            Payload::NotificationRequirementUpdated(payload::NotificationRequirementUpdated {
+                nominal_id: m.nominal_id,
+                kind: m.kind,
+                changed_fields: m.changed_fields.into_iter().collect(),
+                notified_at: m.notified_at.map(|t| timestamp(&pf("notified_at"), Some(t))).transpose()?,
+                due_by: m.due_by.map(|t| timestamp(&pf("due_by"), Some(t))).transpose()?,
+                status: m.status,
+            })
+        }
+        types::ORDER_RECORDED => {
+            let m: pb::OrderRecorded = decode(p, body)?;
+            Payload::OrderRecorded(payload::OrderRecorded {
+                nominal_id: m.nominal_id,
+                order_id: m.order_id,
+                order_type: m.order_type,
+                prohibitions: m.prohibitions,
+                positive_requirements: m.positive_requirements,
+                start_date: m.start_date,
+                end_date: m.end_date,
+                court: m.court,
+            })
+        }
+        types::RISK_ASSESSMENT_RECORDED => {
+            let m: pb::RiskAssessmentRecorded = decode(p, body)?;
+            Payload::RiskAssessmentRecorded(payload::RiskAssessmentRecorded {
+                nominal_id: m.nominal_id,
+                tool: m.tool,
+                levels: m.levels.into_iter().collect(),
+                factors: m.factors,
+                assessor: m.assessor,
+                next_review: m.next_review,
+                summary: m.summary,
+                victim_safety: m.victim_safety,
+            })
+        }
+        types::MAPPA_REFERRAL_MADE => {
+            let m: pb::MappaReferralMade = decode(p, body)?;
+            Payload::MappaReferralMade(payload::MappaReferralMade {
+                nominal_id: m.nominal_id,
+                category: m.category,
+                level_requested: m.level_requested,
+                referrer: m.referrer,
+                reason: m.reason,
+            })
+        }
+        types::MAPPA_MEETING_HELD => {
+            let m: pb::MappaMeetingHeld = decode(p, body)?;
+            Payload::MappaMeetingHeld(payload::MappaMeetingHeld {
+                nominal_id: m.nominal_id,
+                meeting_id: m.meeting_id,
+                meeting_type: m.meeting_type,
+                level: m.level,
+                chair: m.chair,
+                attendees: m.attendees.into_iter().map(|a| (a.agency, a.role)).collect(),
+                minutes: m.minutes,
+                minutes_redacted: m.minutes_redacted,
+                disclosure_decision: m.disclosure_decision,
+                next_review: m.next_review,
+            })
+        }
+        types::ACTION_ASSIGNED => {
+            let m: pb::ActionAssigned = decode(p, body)?;
+            Payload::ActionAssigned(payload::ActionAssigned {
+                nominal_id: m.nominal_id,
+                action_id: m.action_id,
+                meeting_id: m.meeting_id,
+                owner_agency: m.owner_agency,
+                owner_role: m.owner_role,
+                description: m.description,
+                due: m.due.map(|t| timestamp(&pf("due"), Some(t))).transpose()?,
+            })
+        }
+        types::ACTION_COMPLETED => {
+            let m: pb::ActionCompleted = decode(p, body)?;
+            Payload::ActionCompleted(payload::ActionCompleted {
+                nominal_id: m.nominal_id,
+                action_id: m.action_id,
+                outcome: m.outcome,
+            })
+        }
+        types::DISCLOSURE_REQUESTED => {
+            let m: pb::DisclosureRequested = decode(p, body)?;
+            Payload::DisclosureRequested(payload::DisclosureRequested {
+                application_id: m.application_id,
+                scheme: m.scheme,
+                applicant_id: m.applicant_id,
+                applicant_name: m.applicant_name,
+                applicant_relationship: m.applicant_relationship,
+                subject_description: m.subject_description,
+                subject_nominal_id: m.subject_nominal_id,
+                persons_at_risk: m.persons_at_risk,
+                received_at: m.received_at.map(|t| timestamp(&pf("received_at"), Some(t))).transpose()?,
+            })
+        }
+        types::DISCLOSURE_CHECKS_COMPLETED => {
+            let m: pb::DisclosureChecksCompleted = decode(p, body)?;
+            Payload::DisclosureChecksCompleted(payload::DisclosureChecksCompleted {
+                application_id: m.application_id,
+                completed_at: m.completed_at.map(|t| timestamp(&pf("completed_at"), Some(t))).transpose()?,
+                immediate_risk: m.immediate_risk,
+                findings: m.findings,
+            })
+        }
+        types::APPLICANT_VERIFIED => {
+            let m: pb::ApplicantVerified = decode(p, body)?;
+            Payload::ApplicantVerified(payload::ApplicantVerified {
+                application_id: m.application_id,
+                verified_at: m.verified_at.map(|t| timestamp(&pf("verified_at"), Some(t))).transpose()?,
+                method: m.method,
+                notes: m.notes,
+            })
+        }
+        types::DISCLOSURE_DECIDED => {
+            let m: pb::DisclosureDecided = decode(p, body)?;
+            Payload::DisclosureDecided(payload::DisclosureDecided {
+                application_id: m.application_id,
+                decision: m.decision,
+                decision_maker: m.decision_maker,
+                rationale: m.rationale,
+                recipient: m.recipient,
+                content_sha256: m.content_sha256,
+            })
+        }
+        types::DISCLOSURE_MADE => {
+            let m: pb::DisclosureMade = decode(p, body)?;
+            Payload::DisclosureMade(payload::DisclosureMade {
+                application_id: m.application_id,
+                recipient: m.recipient,
+                discloser: m.discloser,
+                content_sha256: m.content_sha256,
+                undertaking_signed: m.undertaking_signed,
+            })
+        }
+        types::DISCLOSURE_APPLICATION_CLOSED => {
+            let m: pb::DisclosureApplicationClosed = decode(p, body)?;
+            Payload::DisclosureApplicationClosed(payload::DisclosureApplicationClosed {
+                application_id: m.application_id,
+                outcome_told_to_applicant: m.outcome_told_to_applicant,
+            })
+        }
         other => {
             return Err(Error::invalid(
                 at(p, "event_type"),

@@ -46,6 +46,20 @@ pub enum Writer<'a> {
 /// does not need the log's current state happens here; the sequencer checks the rest (expected
 /// version, idempotency, revocation at recording time).
 pub async fn prepare(sharing: &Sharing, writer: Writer<'_>, index: usize, signed: pb::SignedEvent) -> Result<NewEvent> {
+    Ok(prepare_in(sharing, writer, index, signed, &[]).await?.0)
+}
+
+/// The earlier events of the same request, decoded: what they record counts for the events
+/// after them (a nominal registered and updated in one request).
+type Earlier = [(accord_domain::EventBody, Payload)];
+
+async fn prepare_in(
+    sharing: &Sharing,
+    writer: Writer<'_>,
+    index: usize,
+    signed: pb::SignedEvent,
+    earlier: &Earlier,
+) -> Result<(NewEvent, accord_domain::EventBody, Payload)> {
     let store = sharing.store();
     let p = format!("events[{index}]");
     if signed.body.len() > MAX_BODY_BYTES {
@@ -129,31 +143,37 @@ pub async fn prepare(sharing: &Sharing, writer: Writer<'_>, index: usize, signed
         Writer::Caller(_) => Some(check_append_policy(sharing, &p, &body).await?),
         Writer::System => None,
     };
-    check_references(store, &p, &body, &payload).await?;
+    check_references(store, &p, &body, &payload, earlier).await?;
     if let Payload::PolicyAdopted(adopted) = &payload {
         // Only once the author may adopt policy: a policy that does not validate is refused
         // before anything is written.
         sharing::compile(&format!("{p}.body"), 0, adopted)?;
     }
 
-    Ok(NewEvent {
+    let new = NewEvent {
         event_id: body.event_id,
-        stream: body.stream,
+        stream: body.stream.clone(),
         expected: body.expected_version,
-        event_type: body.event_type,
-        author_agency: body.author.agency,
+        event_type: body.event_type.clone(),
+        author_agency: body.author.agency.clone(),
         key_id,
         body: signed.body,
         signature: signed.signature,
         effect,
         policy_version,
-    })
+    };
+    Ok((new, body, payload))
 }
 
 /// The recorded events of `stream`, decoded (at most the first 1000).
-async fn stream_payloads(store: &Store, stream: &str) -> Result<Vec<(accord_domain::EventBody, Payload)>> {
+async fn stream_payloads(
+    store: &Store,
+    stream: &str,
+    earlier: &Earlier,
+) -> Result<Vec<(accord_domain::EventBody, Payload)>> {
+    let in_request = earlier.iter().filter(|(b, _)| b.stream.as_str() == stream).cloned();
     let Ok(id) = accord_domain::StreamId::parse_field("stream", stream.to_owned()) else {
-        return Ok(Vec::new());
+        return Ok(in_request.collect());
     };
     let page = store.read_stream(&id, 0, 1000, &accord_store::Visibility::All).await?;
     let mut out = Vec::with_capacity(page.events.len());
@@ -162,6 +182,7 @@ async fn stream_payloads(store: &Store, stream: &str) -> Result<Vec<(accord_doma
         let payload = convert::payload("recorded", &body)?;
         out.push((body, payload));
     }
+    out.extend(in_request);
     Ok(out)
 }
 
@@ -170,26 +191,35 @@ async fn stream_payloads(store: &Store, stream: &str) -> Result<Vec<(accord_doma
 /// force that names its addressee; an acknowledgement, acceptance or decline answers something
 /// addressed to the author's agency. (The projections check consent again at the referral's
 /// position, so a withdrawal recorded concurrently still stops delivery.)
-async fn check_references(store: &Store, p: &str, body: &accord_domain::EventBody, payload: &Payload) -> Result<()> {
+async fn check_references(
+    store: &Store,
+    p: &str,
+    body: &accord_domain::EventBody,
+    payload: &Payload,
+    earlier: &Earlier,
+) -> Result<()> {
     if let Some(target) = &body.supersedes {
-        let corrected = store
-            .event_by_id(target)
-            .await?
-            .ok_or_else(|| Error::Invalid(format!("{p}.body.supersedes: no event {target} is recorded")))?;
+        let corrected = match earlier.iter().find(|(b, _)| b.event_id == *target) {
+            Some((b, _)) => (b.author.agency.to_string(), b.stream.to_string(), b.event_type.to_string()),
+            None => store
+                .event_by_id(target)
+                .await?
+                .map(|e| (e.author_agency, e.stream, e.event_type))
+                .ok_or_else(|| Error::Invalid(format!("{p}.body.supersedes: no event {target} is recorded")))?,
+        };
+        let (corrected_author, corrected_stream, corrected_type) = corrected;
         if let Payload::RecordCorrected(c) = payload {
-            if corrected.author_agency != body.author.agency.as_str() {
+            if corrected_author != body.author.agency.as_str() {
                 return Err(Error::Denied(format!(
-                    "{p}.body.supersedes: an agency corrects only its own records; event {target} was recorded by {}",
-                    corrected.author_agency
+                    "{p}.body.supersedes: an agency corrects only its own records; event {target} was recorded by {corrected_author}"
                 )));
             }
-            if corrected.stream != body.stream.as_str() {
+            if corrected_stream != body.stream.as_str() {
                 return Err(Error::Invalid(format!(
-                    "{p}.body.stream: a correction belongs to the corrected event's stream {:?}",
-                    corrected.stream
+                    "{p}.body.stream: a correction belongs to the corrected event's stream {corrected_stream:?}"
                 )));
             }
-            accord_domain::payload::check_correction(&corrected.event_type, c)
+            accord_domain::payload::check_correction(&corrected_type, c)
                 .map_err(|e| convert::in_field(&format!("{p}.body"), e))?;
         }
     } else if matches!(payload, Payload::RecordCorrected(_)) {
@@ -198,7 +228,7 @@ async fn check_references(store: &Store, p: &str, body: &accord_domain::EventBod
     let author = body.author.agency.as_str();
     match payload {
         Payload::SupportReferralMade(r) => {
-            let consent = stream_payloads(store, &format!("consent-{}", r.consent_id)).await?;
+            let consent = stream_payloads(store, &format!("consent-{}", r.consent_id), earlier).await?;
             let recorded = consent.iter().find_map(|(_, pl)| match pl {
                 Payload::ConsentRecorded(c) => Some(c),
                 _ => None,
@@ -237,7 +267,7 @@ async fn check_references(store: &Store, p: &str, body: &accord_domain::EventBod
             }
         }
         Payload::ConsentWithdrawn(w) => {
-            let consent = stream_payloads(store, &format!("consent-{}", w.consent_id)).await?;
+            let consent = stream_payloads(store, &format!("consent-{}", w.consent_id), earlier).await?;
             let recorded = consent.iter().find_map(|(_, pl)| match pl {
                 Payload::ConsentRecorded(c) => Some(c),
                 _ => None,
@@ -264,19 +294,147 @@ async fn check_references(store: &Store, p: &str, body: &accord_domain::EventBod
         }
         Payload::SupportReferralAccepted(accord_domain::payload::SupportReferralAccepted { referral_id, .. })
         | Payload::SupportReferralDeclined(accord_domain::payload::SupportReferralDeclined { referral_id, .. }) => {
-            answers_addressed(store, p, &format!("referral-{referral_id}"), "referral", author).await?;
+            answers_addressed(store, p, &format!("referral-{referral_id}"), "referral", author, earlier).await?;
+        }
+        Payload::NotificationRequirementUpdated(accord_domain::payload::NotificationRequirementUpdated {
+            nominal_id,
+            ..
+        })
+        | Payload::OrderRecorded(accord_domain::payload::OrderRecorded { nominal_id, .. })
+        | Payload::RiskAssessmentRecorded(accord_domain::payload::RiskAssessmentRecorded { nominal_id, .. })
+        | Payload::MappaReferralMade(accord_domain::payload::MappaReferralMade { nominal_id, .. })
+        | Payload::MappaLevelSet(accord_domain::payload::MappaLevelSet { nominal_id, .. }) => {
+            nominal_registered(store, p, nominal_id, earlier).await?;
+        }
+        Payload::MappaMeetingHeld(m) => {
+            nominal_registered(store, p, &m.nominal_id, earlier).await?;
+            for (i, (agency, _)) in m.attendees.iter().enumerate() {
+                if store.agency(agency).await?.is_none() {
+                    return Err(Error::Invalid(format!(
+                        "{p}.body.payload.attendees[{i}].agency: agency {agency} is not registered"
+                    )));
+                }
+            }
+        }
+        Payload::ActionAssigned(a) => {
+            nominal_registered(store, p, &a.nominal_id, earlier).await?;
+            if store.agency(&a.owner_agency).await?.is_none() {
+                return Err(Error::Invalid(format!(
+                    "{p}.body.payload.owner_agency: agency {} is not registered",
+                    a.owner_agency
+                )));
+            }
+        }
+        Payload::ActionCompleted(c) => {
+            let events = stream_payloads(store, &format!("nominal-{}", c.nominal_id), earlier).await?;
+            let assigned = events.iter().find_map(|(_, pl)| match pl {
+                Payload::ActionAssigned(a) if a.action_id == c.action_id => Some(a),
+                _ => None,
+            });
+            let Some(a) = assigned else {
+                return Err(Error::Precondition(format!(
+                    "{p}.body.payload.action_id: no action {} is assigned on nominal {}",
+                    c.action_id, c.nominal_id
+                )));
+            };
+            if a.owner_agency != author {
+                return Err(Error::Denied(format!(
+                    "{p}.body.payload.action_id: action {} is owned by {}, not {author}",
+                    c.action_id, a.owner_agency
+                )));
+            }
+        }
+        Payload::DisclosureRequested(r) => {
+            if !r.subject_nominal_id.is_empty() {
+                nominal_registered(store, p, &r.subject_nominal_id, earlier).await.map_err(|_| {
+                    Error::Precondition(format!(
+                        "{p}.body.payload.subject_nominal_id: nominal {} is not registered",
+                        r.subject_nominal_id
+                    ))
+                })?;
+            }
+        }
+        Payload::DisclosureChecksCompleted(accord_domain::payload::DisclosureChecksCompleted {
+            application_id,
+            ..
+        })
+        | Payload::ApplicantVerified(accord_domain::payload::ApplicantVerified { application_id, .. })
+        | Payload::DisclosureDecided(accord_domain::payload::DisclosureDecided { application_id, .. })
+        | Payload::DisclosureMade(accord_domain::payload::DisclosureMade { application_id, .. })
+        | Payload::DisclosureApplicationClosed(accord_domain::payload::DisclosureApplicationClosed {
+            application_id,
+            ..
+        }) => {
+            let events = stream_payloads(store, &format!("disclosure-{application_id}"), earlier).await?;
+            if !events.iter().any(|(_, pl)| matches!(pl, Payload::DisclosureRequested(_))) {
+                return Err(Error::Precondition(format!(
+                    "{p}.body.payload.application_id: no disclosure application {application_id} is recorded"
+                )));
+            }
+            if events.iter().any(|(_, pl)| matches!(pl, Payload::DisclosureApplicationClosed(_))) {
+                return Err(Error::Precondition(format!(
+                    "{p}.body.payload.application_id: application {application_id} is closed"
+                )));
+            }
+            if let Payload::DisclosureMade(m) = payload {
+                let decided = events.iter().rev().find_map(|(_, pl)| match pl {
+                    Payload::DisclosureDecided(d) => Some(d),
+                    _ => None,
+                });
+                match decided {
+                    Some(d) if d.decision == "disclose" && d.content_sha256 == m.content_sha256 => {}
+                    Some(d) if d.decision == "disclose" => {
+                        return Err(Error::Precondition(format!(
+                            "{p}.body.payload.content_sha256: differs from the content the decision agreed ({})",
+                            d.content_sha256
+                        )));
+                    }
+                    _ => {
+                        return Err(Error::Precondition(format!(
+                            "{p}.body.payload.application_id: no decision to disclose is recorded for application {application_id}"
+                        )));
+                    }
+                }
+            }
         }
         Payload::EncompassNotificationAcknowledged(a) => {
-            answers_addressed(store, p, &format!("encompass-{}", a.notification_id), "notification", author).await?;
+            answers_addressed(store, p, &format!("encompass-{}", a.notification_id), "notification", author, earlier)
+                .await?;
         }
         _ => {}
     }
     Ok(())
 }
 
+/// The nominal must have been registered.
+async fn nominal_registered(store: &Store, p: &str, nominal_id: &str, earlier: &Earlier) -> Result<()> {
+    let registered_here =
+        earlier.iter().any(|(_, pl)| matches!(pl, Payload::NominalRegistered(n) if n.nominal_id == nominal_id));
+    if registered_here {
+        return Ok(());
+    }
+    let Ok(stream) = accord_domain::StreamId::parse_field("stream", format!("nominal-{nominal_id}")) else {
+        return Ok(()); // validation has already refused a malformed id
+    };
+    let first = store.read_stream(&stream, 0, 1, &accord_store::Visibility::All).await?;
+    if first.events.first().is_none_or(|e| e.event_type != accord_domain::payload::types::NOMINAL_REGISTERED) {
+        return Err(Error::Precondition(format!(
+            "{p}.body.payload.nominal_id: nominal {nominal_id} is not registered (record a NominalRegistered first)"
+        )));
+    }
+    Ok(())
+}
+
 /// The first event of `stream` must exist and be addressed to `author`.
-async fn answers_addressed(store: &Store, p: &str, stream: &str, what: &str, author: &str) -> Result<()> {
-    let events = stream_payloads(store, stream).await?;
+async fn answers_addressed(
+    store: &Store,
+    p: &str,
+    stream: &str,
+    what: &str,
+    author: &str,
+    earlier: &Earlier,
+) -> Result<()> {
+    let events = stream_payloads(store, stream, earlier).await?;
     let Some((first, _)) = events.first() else {
         return Err(Error::Precondition(format!("{p}.body.stream: no {what} is recorded in {stream}")));
     };
@@ -359,8 +517,10 @@ pub async fn prepare_batch(
     }
     let n = events.len();
     let mut out = Vec::with_capacity(n);
+    let mut earlier = Vec::new();
     for (i, e) in events.into_iter().enumerate() {
-        let prepared = prepare(sharing, writer, i, e).await?;
+        let (prepared, body, payload) = prepare_in(sharing, writer, i, e, &earlier).await?;
+        earlier.push((body, payload));
         if matches!(prepared.effect, RegistryEffect::AdoptPolicy) && i + 1 < n {
             return Err(Error::Invalid(format!(
                 "events[{i}]: a PolicyAdopted must be the last event of its request; the events after it would be checked under the policy it replaces"

@@ -96,6 +96,12 @@ impl Sharing {
         self.history.read().expect("policy history").history.current().cloned()
     }
 
+    /// The policy in force at `position` as far as this process has read the log, without reading
+    /// it again: for positions at or below one [`Sharing::in_force_at`] has answered for.
+    pub fn known_at(&self, position: u64) -> Option<Arc<Policy>> {
+        self.history.read().expect("policy history").history.in_force_at(position).cloned()
+    }
+
     /// The policy that governed (or governs) an event at `position`. Reads the log first when
     /// this process has not yet seen every adoption below `position`, so a read model never
     /// applies a policy that had already been replaced.

@@ -51,6 +51,8 @@ pub struct Settings {
     pub audience: String,
     /// Store options.
     pub store: accord_store::Options,
+    /// Disclosure-scheme time limits shown in the disclosure register.
+    pub disclosure_limits: accord_views::DisclosureLimits,
 }
 
 impl Settings {
@@ -65,6 +67,7 @@ impl Settings {
             dev_issuer_key: None,
             audience: DEFAULT_AUDIENCE.to_owned(),
             store: Default::default(),
+            disclosure_limits: Default::default(),
         }
     }
 }
@@ -116,7 +119,8 @@ impl Server {
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let projector = accord_views::Projector::open(Arc::clone(&sharing)).await.context("opening the read models")?;
         let auth = Arc::new(auth);
-        let views = accord_views::Views::new(Arc::clone(&projector), Arc::clone(&auth), stopping_rx.clone());
+        let views = accord_views::Views::new(Arc::clone(&projector), Arc::clone(&auth), stopping_rx.clone())
+            .with_limits(settings.disclosure_limits);
         let ledger = Ledger::new(sharing, auth, settings.origin.clone(), stopping_rx);
         Ok(Server { listener, store, ledger, views, projector, stopping })
     }

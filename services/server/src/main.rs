@@ -15,7 +15,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gRPC server (Ledger, health, reflection).
+    /// Run the gRPC server (Ledger, Views, health, reflection).
     ///
     /// Example: accord serve --agencies deploy/agencies.example.toml --dev-issuer-key accord-dev-issuer.key
     Serve {
@@ -40,6 +40,10 @@ enum Command {
         /// The audience tokens must be issued for.
         #[arg(long, env = "ACCORD_AUDIENCE", default_value = accord_server::DEFAULT_AUDIENCE)]
         audience: String,
+        /// Clare's Law (DVDS) time limit for the whole process, in days (guidance says 28 or 35).
+        #[arg(long, env = "ACCORD_DVDS_TARGET_DAYS", default_value_t = 28,
+              value_parser = clap::value_parser!(u32).range(1..=90))]
+        dvds_target_days: u32,
     },
     /// Create an agency signing key: writes the secret key (PKCS#8 PEM, mode 0600) and prints
     /// the public key and the lines to add to the agencies file.
@@ -127,18 +131,26 @@ fn main() -> anyhow::Result<()> {
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Serve { listen, database_url, server_key, origin, agencies, dev_issuer_key, audience } => {
-            rt.block_on(async {
-                let mut s = Settings::new(&database_url, server_key);
-                s.listen = listen;
-                s.origin = origin;
-                s.agencies = agencies;
-                s.dev_issuer_key = dev_issuer_key;
-                s.audience = audience;
-                let server = accord_server::Server::build(s).await?;
-                server.run_until_stopped(accord_server::shutdown_signal()).await
-            })
-        }
+        Command::Serve {
+            listen,
+            database_url,
+            server_key,
+            origin,
+            agencies,
+            dev_issuer_key,
+            audience,
+            dvds_target_days,
+        } => rt.block_on(async {
+            let mut s = Settings::new(&database_url, server_key);
+            s.listen = listen;
+            s.origin = origin;
+            s.agencies = agencies;
+            s.dev_issuer_key = dev_issuer_key;
+            s.audience = audience;
+            s.disclosure_limits = accord_views::DisclosureLimits { dvds_days: dvds_target_days };
+            let server = accord_server::Server::build(s).await?;
+            server.run_until_stopped(accord_server::shutdown_signal()).await
+        }),
         Command::Keygen { agency, key_id, out } => {
             accord_domain::AgencyId::parse(agency.clone()).context("--agency")?;
             accord_domain::KeyId::parse(key_id.clone()).context("--key-id")?;

@@ -18,7 +18,7 @@ use accord_store::{Store, Visibility};
 use tokio::sync::{Mutex, watch};
 
 pub use projection::{Model, PROJECTION, State};
-pub use service::Views;
+pub use service::{DisclosureLimits, Views};
 
 /// Events read and applied per transaction.
 pub const BATCH: u32 = 2000;
@@ -88,8 +88,9 @@ async fn apply_page(sharing: &Sharing, state: &mut State, events: &[accord_store
         let at = format!("position {}", e.position);
         let body = convert::event_body(&at, &e.body)?;
         let payload = convert::payload(&at, &body)?;
-        let policy = sharing.in_force_at(e.position).await?;
-        state.apply(e, &body, &payload, policy.as_deref()).map_err(|e| Error::Corrupt(e.to_string()))?;
+        // Reads the log's adoptions up to here; entries of earlier positions then use what it knows.
+        sharing.in_force_at(e.position).await?;
+        state.apply(e, &body, &payload, &|p| sharing.known_at(p)).map_err(|e| Error::Corrupt(e.to_string()))?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use accord_proto::v1 as pb;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::projection::{Content, Item, Model, State};
+use crate::projection::{Case, Content, Disclosure, Entry, Item, Model, Rel, State};
 use crate::{Error, Projector};
 
 const MAX_LIMIT: u32 = 1000;
@@ -24,6 +24,7 @@ pub struct Views {
     projector: Arc<Projector>,
     auth: Arc<Authenticator>,
     stopping: tokio::sync::watch::Receiver<bool>,
+    limits: DisclosureLimits,
 }
 
 impl Views {
@@ -34,7 +35,13 @@ impl Views {
         auth: Arc<Authenticator>,
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        Self { projector, auth, stopping }
+        Self { projector, auth, stopping, limits: DisclosureLimits::default() }
+    }
+
+    /// With the disclosure schemes' configurable time limits.
+    pub fn with_limits(mut self, limits: DisclosureLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The tonic server for this service.
@@ -65,9 +72,11 @@ fn model(m: i32) -> Result<Model, Status> {
         Ok(pb::ReadModel::ReferralInbox) => Model::ReferralInbox,
         Ok(pb::ReadModel::ReferralsSent) => Model::ReferralsSent,
         Ok(pb::ReadModel::AgencyRecords) => Model::AgencyRecords,
+        Ok(pb::ReadModel::MappaCases) => Model::MappaCases,
+        Ok(pb::ReadModel::DisclosureRegister) => Model::DisclosureRegister,
         _ => {
             return Err(Status::invalid_argument(format!(
-                "model: must be one of READ_MODEL_SCHOOL_INBOX, READ_MODEL_NOTIFICATIONS_SENT, READ_MODEL_REFERRAL_INBOX, READ_MODEL_REFERRALS_SENT, READ_MODEL_AGENCY_RECORDS; found {m}"
+                "model: must be one of READ_MODEL_SCHOOL_INBOX, READ_MODEL_NOTIFICATIONS_SENT, READ_MODEL_REFERRAL_INBOX, READ_MODEL_REFERRALS_SENT, READ_MODEL_AGENCY_RECORDS, READ_MODEL_MAPPA_CASES, READ_MODEL_DISCLOSURE_REGISTER; found {m}"
             )));
         }
     })
@@ -95,7 +104,8 @@ fn groups_of(content: &Content) -> &'static [&'static str] {
     match content {
         Content::Notification(_) => &["notification", "acknowledgement"],
         Content::Referral(_) => &["referral", "safe_contact", "consent"],
-        Content::Record(_) => &[],
+        Content::Disclosure(_) => &["application", "checks", "decision", "content", "progress"],
+        Content::Record(_) | Content::Case(_) => &[],
     }
 }
 
@@ -104,7 +114,63 @@ fn field_group(content: &Content, field: &str) -> &'static str {
         Content::Notification(_) => "notification",
         Content::Referral(_) if field.starts_with("safe_contact") => "safe_contact",
         Content::Referral(_) => "referral",
-        Content::Record(_) => "",
+        Content::Record(_) | Content::Case(_) | Content::Disclosure(_) => "",
+    }
+}
+
+/// Time limits of the disclosure schemes.
+#[derive(Debug, Clone, Copy)]
+pub struct DisclosureLimits {
+    /// Clare's Law: the whole process, in days (28 or 35: guidance differs, so it is set).
+    pub dvds_days: u32,
+}
+
+impl Default for DisclosureLimits {
+    fn default() -> Self {
+        Self { dvds_days: 28 }
+    }
+}
+
+const DAY: i64 = 86_400_000_000;
+
+fn disclosure(
+    d: &Disclosure,
+    shown: impl Fn(&str) -> bool,
+    now: i64,
+    limits: DisclosureLimits,
+) -> pb::DisclosureApplication {
+    let late = |done: Option<i64>, limit: i64| done.unwrap_or(now) - d.received_at > limit;
+    let total = match d.scheme.as_str() {
+        "csods" => Some(45 * DAY),
+        "dvds_right_to_ask" | "dvds_right_to_know" => Some(i64::from(limits.dvds_days) * DAY),
+        _ => None,
+    };
+    let fields = d
+        .groups
+        .iter()
+        .filter(|(g, _)| shown(g))
+        .flat_map(|(_, f)| f.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .collect();
+    pb::DisclosureApplication {
+        application_id: d.application_id.clone(),
+        scheme: d.scheme.clone(),
+        stage: d.stage.clone(),
+        applicant_status: match d.stage.as_str() {
+            "received" => "received",
+            "closed" => "complete",
+            _ => "in progress",
+        }
+        .into(),
+        received_at: ts(d.received_at),
+        checks_completed_at: d.checks_at.and_then(ts),
+        verified_at: d.verified_at.and_then(ts),
+        decided_at: d.decided_at.and_then(ts),
+        closed_at: d.closed_at.and_then(ts),
+        immediate_risk: d.immediate_risk,
+        checks_late: late(d.checks_at, DAY),
+        verification_late: d.scheme == "csods" && late(d.verified_at, 10 * DAY),
+        overdue: total.is_some_and(|t| late(d.closed_at, t)),
+        fields,
     }
 }
 
@@ -113,9 +179,106 @@ struct Viewer<'a> {
     principal: &'a Principal,
     policy: Option<Arc<Policy>>,
     at: Timestamp,
+    limits: DisclosureLimits,
 }
 
 impl Viewer<'_> {
+    /// A joint view entry as the user may see it: the field groups of the views the policy lets
+    /// the user use on it (an action's `own_actions` only where the user's agency owns it).
+    fn render_entry(&self, state: &State, actor: &Actor<'_>, x: &Entry, rel: Rel) -> Option<pb::CaseEntry> {
+        let policy = self.policy.as_deref()?;
+        let tags = x.sensitivity();
+        let author =
+            AgencyFacts { id: &x.source_agency, kind: state.agency_kind(&x.source_agency)?, governs_policy: false };
+        let record = RecordFacts { event_type: &x.event_type, kind: x.record_kind(), author, tags: &tags };
+        let d = policy.view(actor, &record, rel.relation());
+        let own = x.section == "action" && x.owner == actor.agency.id;
+        let shown =
+            |g: &str| d.field_groups.contains(g) || (g == "actions" && own && d.field_groups.contains("own_actions"));
+        if !x.groups.keys().any(|g| shown(g)) {
+            return None;
+        }
+        let mut fields = std::collections::HashMap::new();
+        let mut redacted = Vec::new();
+        for (g, f) in &x.groups {
+            if shown(g) {
+                fields.extend(f.iter().map(|(k, v)| (k.clone(), v.clone())));
+            } else {
+                redacted.push(g.clone());
+            }
+        }
+        let visible_field = |name: &str| {
+            let name = name.strip_prefix("changed_fields.").unwrap_or(name);
+            x.groups.iter().any(|(g, f)| shown(g) && f.contains_key(name))
+        };
+        let corrections = x
+            .corrections
+            .iter()
+            .map(|c| pb::Correction {
+                position: c.position,
+                event_id: c.event_id.clone(),
+                fields: c
+                    .fields
+                    .iter()
+                    .filter(|(f, _)| visible_field(f))
+                    .map(|(f, v)| (f.clone(), v.clone()))
+                    .collect(),
+                reason: c.reason.clone(),
+            })
+            .collect();
+        Some(pb::CaseEntry {
+            section: x.section.clone(),
+            position: x.position,
+            updated_position: x.updated,
+            event_id: x.event_id.clone(),
+            event_type: x.event_type.clone(),
+            source_agency: x.source_agency.clone(),
+            fields,
+            redacted_groups: redacted,
+            corrections,
+            due: x.due.and_then(ts),
+            overdue: x.section == "action" && !x.flag && x.due.is_some_and(|d| d < self.at.micros()),
+            late: x.section == "notification" && x.flag,
+            completed: x.section == "action" && x.flag,
+            views: d.views.clone(),
+        })
+    }
+
+    fn render_case(&self, state: &State, actor: &Actor<'_>, case: &Case) -> Option<pb::MappaCase> {
+        let entries: Vec<pb::CaseEntry> =
+            case.entries.iter().filter_map(|(x, rel)| self.render_entry(state, actor, x, *rel)).collect();
+        if entries.is_empty() {
+            return None;
+        }
+        let field = |section: &str, name: &str| {
+            entries.iter().rev().filter(|e| e.section == section).find_map(|e| e.fields.get(name).cloned())
+        };
+        let level = entries
+            .iter()
+            .rev()
+            .find(|e| (e.section == "level" || e.section == "meeting") && e.fields.contains_key("level"))
+            .and_then(|e| e.fields["level"].parse().ok())
+            .unwrap_or(0);
+        let mut latest: Vec<pb::CaseEntry> = Vec::new();
+        for e in entries.iter().filter(|e| e.section == "risk") {
+            let key = (e.source_agency.clone(), e.fields.get("tool").cloned());
+            latest.retain(|l| (l.source_agency.clone(), l.fields.get("tool").cloned()) != key);
+            latest.push(e.clone());
+        }
+        Some(pb::MappaCase {
+            nominal_id: case.nominal_id.clone(),
+            lead_agency: case.lead_agency.clone(),
+            panel: case.panel.clone(),
+            category: field("identity", "mappa_category").and_then(|c| c.parse().ok()).unwrap_or(0),
+            level,
+            next_review: field("meeting", "next_review").unwrap_or_default(),
+            overdue_actions: entries.iter().filter(|e| e.overdue).count() as u32,
+            late_notifications: entries.iter().filter(|e| e.late).count() as u32,
+            latest_risks: latest,
+            entries,
+        })
+    }
+
     /// The item as the user may see it, or `None` when the policy lets the user see none of it.
     fn render(&self, state: &State, id: &str, item: &Item) -> Option<pb::ViewItem> {
         let policy = self.policy.as_deref()?;
@@ -125,6 +288,19 @@ impl Viewer<'_> {
             user: self.principal.user.as_str(),
             roles: &self.principal.roles,
         };
+        if let Content::Case(case) = &item.content {
+            let case = self.render_case(state, &actor, case)?;
+            return Some(pb::ViewItem {
+                item_id: id.to_owned(),
+                position: item.position,
+                record_position: item.record_position,
+                source_agency: item.source_agency.clone(),
+                event_type: item.event_type.clone(),
+                policy_ids: item.receive_policy_ids.clone(),
+                content: Some(pb::view_item::Content::MappaCase(case)),
+                ..Default::default()
+            });
+        }
         let author_kind = state.agency_kind(&item.source_agency)?;
         let tags = item.sensitivity();
         let record = RecordFacts {
@@ -204,6 +380,10 @@ impl Viewer<'_> {
                 out.consent_withdrawn_position = r.consent_withdrawn_at.unwrap_or(0);
                 pb::view_item::Content::Referral(out)
             }
+            Content::Case(_) => return None,
+            Content::Disclosure(d) => {
+                pb::view_item::Content::Disclosure(disclosure(d, shown, self.at.micros(), self.limits))
+            }
             Content::Record(r) => pb::view_item::Content::Record(pb::AgencyRecord {
                 event_id: r.event_id.clone(),
                 stream: r.stream.clone(),
@@ -255,13 +435,34 @@ fn select(
     after: Option<u64>,
     limit: usize,
     keep: impl Fn(&Item) -> bool,
+    shown: &(dyn Fn(&pb::ViewItem) -> bool + Sync),
 ) -> Vec<pb::ViewItem> {
     state
         .items(model, viewer.principal.agency.as_str(), after)
         .filter(|(_, item)| keep(item))
         .filter_map(|(id, item)| viewer.render(state, id, item))
+        .filter(|i| shown(i))
         .take(limit)
         .collect()
+}
+
+/// The caseload filters of a query, on the case as the caller sees it.
+fn case_filter(r: &pb::QueryViewRequest) -> Result<impl Fn(&pb::ViewItem) -> bool + Sync + use<>, Status> {
+    if !r.next_review_before.is_empty() {
+        accord_domain::payload::Date::parse("next_review_before", &r.next_review_before)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    }
+    let (level, category, overdue, before) =
+        (r.mappa_level, r.mappa_category, r.overdue_actions_only, r.next_review_before.clone());
+    Ok(move |i: &pb::ViewItem| match &i.content {
+        Some(pb::view_item::Content::MappaCase(c)) => {
+            level.is_none_or(|l| c.level == l)
+                && category.is_none_or(|k| c.category == k)
+                && (!overdue || c.overdue_actions > 0)
+                && (before.is_empty() || (!c.next_review.is_empty() && c.next_review <= before))
+        }
+        _ => level.is_none() && category.is_none() && !overdue && before.is_empty(),
+    })
 }
 
 type ItemStream = Pin<Box<dyn Stream<Item = Result<pb::ViewItem, Status>> + Send>>;
@@ -273,6 +474,7 @@ impl pb::views_server::Views for Views {
         let r = req.into_inner();
         let model = model(r.model)?;
         let limit = limit(r.limit)?;
+        let shown = case_filter(&r)?;
         let sharing = self.projector.sharing();
         let log_size = self.projector.store().log_size().await.map_err(|e| status(e.into()))?;
         let (items, size, policy) = match r.as_of_position {
@@ -284,16 +486,16 @@ impl pb::views_server::Views for Views {
             Some(p) => {
                 let state = self.projector.as_of(p).await.map_err(status)?;
                 let policy = sharing.in_force_at(p + 1).await.map_err(|e| status(e.into()))?;
-                let viewer = Viewer { principal: &who, policy: policy.clone(), at: now() };
-                (select(&state, &viewer, model, r.after_position, limit, |_| true), p + 1, policy)
+                let viewer = Viewer { principal: &who, policy: policy.clone(), at: now(), limits: self.limits };
+                (select(&state, &viewer, model, r.after_position, limit, |_| true, &shown), p + 1, policy)
             }
             None => {
                 let policy = sharing.in_force_at(log_size).await.map_err(|e| status(e.into()))?;
-                let viewer = Viewer { principal: &who, policy: policy.clone(), at: now() };
+                let viewer = Viewer { principal: &who, policy: policy.clone(), at: now(), limits: self.limits };
                 self.projector
                     .read(log_size, |state| {
                         (
-                            select(state, &viewer, model, r.after_position, limit, |_| true),
+                            select(state, &viewer, model, r.after_position, limit, |_| true, &shown),
                             state.next_position,
                             policy.clone(),
                         )
@@ -323,6 +525,7 @@ impl pb::views_server::Views for Views {
         let r = req.into_inner();
         let model = model(r.model)?;
         let mut after = r.after_position;
+        let limits = self.limits;
         let projector = Arc::clone(&self.projector);
         let mut stopping = self.stopping.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -345,15 +548,17 @@ impl pb::views_server::Views for Views {
                         return;
                     }
                 };
-                let viewer = Viewer { principal: &who, policy, at: now() };
-                let batch =
-                    match projector.read(0, |s| select(s, &viewer, model, after, MAX_LIMIT as usize, |_| true)).await {
-                        Ok(b) => b,
-                        Err(e) => {
-                            let _ = tx.send(Err(status(e))).await;
-                            return;
-                        }
-                    };
+                let viewer = Viewer { principal: &who, policy, at: now(), limits };
+                let batch = match projector
+                    .read(0, |s| select(s, &viewer, model, after, MAX_LIMIT as usize, |_| true, &|_| true))
+                    .await
+                {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(status(e))).await;
+                        return;
+                    }
+                };
                 let full = batch.len() == MAX_LIMIT as usize;
                 for item in batch {
                     after = Some(item.position);
@@ -388,13 +593,13 @@ impl pb::views_server::Views for Views {
         };
         let log_size = self.projector.store().log_size().await.map_err(|e| status(e.into()))?;
         let policy = self.projector.sharing().in_force_at(log_size).await.map_err(|e| status(e.into()))?;
-        let viewer = Viewer { principal: &who, policy: policy.clone(), at };
+        let viewer = Viewer { principal: &who, policy: policy.clone(), at, limits: self.limits };
         let overdue = |item: &Item| matches!(&item.content, Content::Notification(n) if n.acknowledged.is_none() && n.deadline < at.micros());
         let (items, size) = self
             .projector
             .read(log_size, |state| {
                 (
-                    select(state, &viewer, Model::NotificationsSent, None, MAX_LIMIT as usize, overdue),
+                    select(state, &viewer, Model::NotificationsSent, None, MAX_LIMIT as usize, overdue, &|_| true),
                     state.next_position,
                 )
             })
