@@ -179,7 +179,18 @@ catalogued!(
     ApplicantVerified,
     DisclosureDecided,
     DisclosureMade,
-    DisclosureApplicationClosed
+    DisclosureApplicationClosed,
+    RiskManagementPlanUpdated,
+    MinutesDistributed,
+    DomesticAbuseIncidentRecorded,
+    SchoolSupportRecorded,
+    IntelligenceShared,
+    IncidentRecorded,
+    VictimContactDetailsRecorded,
+    AccessInvestigationOpened,
+    AccessInvestigationClosed,
+    RetentionReviewed,
+    RecordErased
 );
 
 /// An event being built. Defaults: a fresh UUIDv7 id, expected version `any`, schema version 1,

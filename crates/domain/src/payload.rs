@@ -390,6 +390,130 @@ pub struct DisclosureApplicationClosed {
     pub outcome_told_to_applicant: String,
 }
 
+/// `accord.v1.RiskManagementPlanUpdated`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct RiskManagementPlanUpdated {
+    pub nominal_id: String,
+    pub plan_id: String,
+    pub version: u32,
+    pub supervision: String,
+    pub monitoring_and_control: String,
+    pub interventions: String,
+    pub victim_safety: String,
+    pub actions: Vec<String>,
+}
+
+/// `accord.v1.MinutesDistributed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct MinutesDistributed {
+    pub nominal_id: String,
+    pub meeting_id: String,
+    pub redaction_profile: String,
+}
+
+/// A child at a domestic abuse incident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct IncidentChild {
+    pub child_id: String,
+    pub name: String,
+    pub date_of_birth: String,
+    pub present: bool,
+    pub whereabouts: String,
+    pub voice_of_child: String,
+}
+
+/// `accord.v1.DomesticAbuseIncidentRecorded`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct DomesticAbuseIncidentRecorded {
+    pub incident_id: String,
+    pub incident_ref: String,
+    pub occurred: Option<crate::Timestamp>,
+    pub location: String,
+    pub children: Vec<IncidentChild>,
+}
+
+/// `accord.v1.SchoolSupportRecorded`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct SchoolSupportRecorded {
+    pub notification_id: String,
+    pub support_type: String,
+    pub support_given: String,
+    pub shared_with: Vec<String>,
+}
+
+/// `accord.v1.IntelligenceShared`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct IntelligenceShared {
+    pub intelligence_id: String,
+    pub source_agency: String,
+    pub offender_descriptors: Vec<String>,
+    pub reporter_anonymised: bool,
+    pub reporter_id: String,
+}
+
+/// `accord.v1.IncidentRecorded`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct IncidentRecorded {
+    pub incident_id: String,
+    pub incident_ref: String,
+    pub victim_id: String,
+    pub offence_type: String,
+    pub officer: String,
+}
+
+/// `accord.v1.VictimContactDetailsRecorded`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct VictimContactDetailsRecorded {
+    pub victim_id: String,
+    pub address: String,
+    pub safe_contact_method: String,
+}
+
+/// `accord.v1.AccessInvestigationOpened`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct AccessInvestigationOpened {
+    pub investigation_id: String,
+    pub user_investigated: String,
+    pub purpose: String,
+}
+
+/// `accord.v1.AccessInvestigationClosed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct AccessInvestigationClosed {
+    pub investigation_id: String,
+    pub findings: String,
+}
+
+/// `accord.v1.RetentionReviewed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct RetentionReviewed {
+    pub review_id: String,
+    pub retention_group: String,
+    pub decision: String,
+    pub next_review: String,
+    pub event_ids: Vec<String>,
+}
+
+/// `accord.v1.RecordErased`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct RecordErased {
+    pub review_id: String,
+    pub event_id: String,
+    pub reason: String,
+}
+
 /// `accord.v1.ConsentRecorded`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)]
@@ -474,6 +598,10 @@ pub fn correctable_fields(event_type: &str) -> &'static [&'static str] {
         types::MAPPA_MEETING_HELD => &["minutes", "minutes_redacted", "disclosure_decision"],
         types::ACTION_ASSIGNED => &["description"],
         types::ACTION_COMPLETED => &["outcome"],
+        types::DOMESTIC_ABUSE_INCIDENT_RECORDED => &["location", "incident_ref"],
+        types::SCHOOL_SUPPORT_RECORDED => &["support_given"],
+        types::VICTIM_CONTACT_DETAILS_RECORDED => &["address", "safe_contact_method"],
+        types::INCIDENT_RECORDED => &["offence_type", "officer"],
         _ => &[],
     }
 }
@@ -556,6 +684,17 @@ pub enum Payload {
     DisclosureDecided(DisclosureDecided),
     DisclosureMade(DisclosureMade),
     DisclosureApplicationClosed(DisclosureApplicationClosed),
+    RiskManagementPlanUpdated(RiskManagementPlanUpdated),
+    MinutesDistributed(MinutesDistributed),
+    DomesticAbuseIncidentRecorded(DomesticAbuseIncidentRecorded),
+    SchoolSupportRecorded(SchoolSupportRecorded),
+    IntelligenceShared(IntelligenceShared),
+    IncidentRecorded(IncidentRecorded),
+    VictimContactDetailsRecorded(VictimContactDetailsRecorded),
+    AccessInvestigationOpened(AccessInvestigationOpened),
+    AccessInvestigationClosed(AccessInvestigationClosed),
+    RetentionReviewed(RetentionReviewed),
+    RecordErased(RecordErased),
 }
 
 /// How recording an event changes the key registry.
@@ -650,6 +789,28 @@ pub mod types {
     pub const DISCLOSURE_MADE: &str = "accord.v1.DisclosureMade";
     /// `DisclosureApplicationClosed`.
     pub const DISCLOSURE_APPLICATION_CLOSED: &str = "accord.v1.DisclosureApplicationClosed";
+    /// `RiskManagementPlanUpdated`.
+    pub const RISK_MANAGEMENT_PLAN_UPDATED: &str = "accord.v1.RiskManagementPlanUpdated";
+    /// `MinutesDistributed`.
+    pub const MINUTES_DISTRIBUTED: &str = "accord.v1.MinutesDistributed";
+    /// `DomesticAbuseIncidentRecorded`.
+    pub const DOMESTIC_ABUSE_INCIDENT_RECORDED: &str = "accord.v1.DomesticAbuseIncidentRecorded";
+    /// `SchoolSupportRecorded`.
+    pub const SCHOOL_SUPPORT_RECORDED: &str = "accord.v1.SchoolSupportRecorded";
+    /// `IntelligenceShared`.
+    pub const INTELLIGENCE_SHARED: &str = "accord.v1.IntelligenceShared";
+    /// `IncidentRecorded`.
+    pub const INCIDENT_RECORDED: &str = "accord.v1.IncidentRecorded";
+    /// `VictimContactDetailsRecorded`.
+    pub const VICTIM_CONTACT_DETAILS_RECORDED: &str = "accord.v1.VictimContactDetailsRecorded";
+    /// `AccessInvestigationOpened`.
+    pub const ACCESS_INVESTIGATION_OPENED: &str = "accord.v1.AccessInvestigationOpened";
+    /// `AccessInvestigationClosed`.
+    pub const ACCESS_INVESTIGATION_CLOSED: &str = "accord.v1.AccessInvestigationClosed";
+    /// `RetentionReviewed`.
+    pub const RETENTION_REVIEWED: &str = "accord.v1.RetentionReviewed";
+    /// `RecordErased`.
+    pub const RECORD_ERASED: &str = "accord.v1.RecordErased";
 }
 
 /// The stream registry events about `agency` belong to.
@@ -1025,6 +1186,17 @@ impl Payload {
             Payload::DisclosureDecided(_) => types::DISCLOSURE_DECIDED,
             Payload::DisclosureMade(_) => types::DISCLOSURE_MADE,
             Payload::DisclosureApplicationClosed(_) => types::DISCLOSURE_APPLICATION_CLOSED,
+            Payload::RiskManagementPlanUpdated(_) => types::RISK_MANAGEMENT_PLAN_UPDATED,
+            Payload::MinutesDistributed(_) => types::MINUTES_DISTRIBUTED,
+            Payload::DomesticAbuseIncidentRecorded(_) => types::DOMESTIC_ABUSE_INCIDENT_RECORDED,
+            Payload::SchoolSupportRecorded(_) => types::SCHOOL_SUPPORT_RECORDED,
+            Payload::IntelligenceShared(_) => types::INTELLIGENCE_SHARED,
+            Payload::IncidentRecorded(_) => types::INCIDENT_RECORDED,
+            Payload::VictimContactDetailsRecorded(_) => types::VICTIM_CONTACT_DETAILS_RECORDED,
+            Payload::AccessInvestigationOpened(_) => types::ACCESS_INVESTIGATION_OPENED,
+            Payload::AccessInvestigationClosed(_) => types::ACCESS_INVESTIGATION_CLOSED,
+            Payload::RetentionReviewed(_) => types::RETENTION_REVIEWED,
+            Payload::RecordErased(_) => types::RECORD_ERASED,
         }
     }
 
@@ -1254,6 +1426,136 @@ impl Payload {
             Payload::DisclosureApplicationClosed(p) => {
                 on_application(body, &p.application_id)?;
                 bounded_text("payload.outcome_told_to_applicant", &p.outcome_told_to_applicant, 2000)
+            }
+            Payload::RiskManagementPlanUpdated(p) => {
+                on_nominal(body, &p.nominal_id)?;
+                nominal_uuid("payload.plan_id", &p.plan_id)?;
+                if p.version == 0 {
+                    return Err(Error::invalid("payload.version", "plan versions count from 1"));
+                }
+                let sections = [&p.supervision, &p.monitoring_and_control, &p.interventions, &p.victim_safety];
+                if sections.iter().all(|x| x.is_empty()) {
+                    return Err(Error::invalid("payload.supervision", "a plan sets at least one of its four sections"));
+                }
+                for (name, x) in
+                    ["supervision", "monitoring_and_control", "interventions", "victim_safety"].iter().zip(sections)
+                {
+                    if !x.is_empty() {
+                        bounded_text(&format!("payload.{name}"), x, 8000)?;
+                    }
+                }
+                for (i, a) in p.actions.iter().enumerate() {
+                    bounded_text(&format!("payload.actions[{i}]"), a, 1000)?;
+                }
+                Ok(())
+            }
+            Payload::MinutesDistributed(p) => {
+                on_nominal(body, &p.nominal_id)?;
+                nominal_uuid("payload.meeting_id", &p.meeting_id)?;
+                one_of("payload.redaction_profile", &p.redaction_profile, &["full", "duty_to_cooperate"])?;
+                if body.addressees.is_empty() {
+                    return Err(Error::invalid("addressees", "minutes go to at least one agency"));
+                }
+                Ok(())
+            }
+            Payload::DomesticAbuseIncidentRecorded(p) => {
+                nominal_uuid("payload.incident_id", &p.incident_id)?;
+                expect_stream(body, &format!("incident-{}", p.incident_id))?;
+                bounded_text("payload.incident_ref", &p.incident_ref, 64)?;
+                not_after_event(body, "payload.occurred", p.occurred)?;
+                bounded_text("payload.location", &p.location, 400)?;
+                for (i, c) in p.children.iter().enumerate() {
+                    let f = |x: &str| format!("payload.children[{i}].{x}");
+                    nominal_uuid(&f("child_id"), &c.child_id)?;
+                    expect_subject(body, "child", &c.child_id)?;
+                    bounded_text(&f("name"), &c.name, 200)?;
+                    Date::parse(&f("date_of_birth"), &c.date_of_birth)?;
+                }
+                Ok(())
+            }
+            Payload::SchoolSupportRecorded(p) => {
+                nominal_uuid("payload.notification_id", &p.notification_id)?;
+                expect_stream(body, &format!("encompass-{}", p.notification_id))?;
+                one_of("payload.support_type", &p.support_type, &["overt", "silent"])?;
+                bounded_text("payload.support_given", &p.support_given, 4000)?;
+                for (i, w) in p.shared_with.iter().enumerate() {
+                    bounded_text(&format!("payload.shared_with[{i}]"), w, 200)?;
+                }
+                Ok(())
+            }
+            Payload::IntelligenceShared(p) => {
+                nominal_uuid("payload.intelligence_id", &p.intelligence_id)?;
+                expect_stream(body, &format!("intelligence-{}", p.intelligence_id))?;
+                AgencyId::parse_field("payload.source_agency", p.source_agency.clone())?;
+                non_empty_list("payload.offender_descriptors", &p.offender_descriptors, 1000)?;
+                match (p.reporter_anonymised, p.reporter_id.is_empty()) {
+                    (true, false) => {
+                        Err(Error::invalid("payload.reporter_id", "an anonymised report names no reporter"))
+                    }
+                    (false, true) => {
+                        Err(Error::invalid("payload.reporter_id", "is required when the reporter agreed to be named"))
+                    }
+                    (false, false) => nominal_uuid("payload.reporter_id", &p.reporter_id),
+                    (true, true) => Ok(()),
+                }
+            }
+            Payload::IncidentRecorded(p) => {
+                nominal_uuid("payload.incident_id", &p.incident_id)?;
+                expect_stream(body, &format!("incident-{}", p.incident_id))?;
+                bounded_text("payload.incident_ref", &p.incident_ref, 64)?;
+                nominal_uuid("payload.victim_id", &p.victim_id)?;
+                expect_subject(body, "victim", &p.victim_id)?;
+                bounded_text("payload.offence_type", &p.offence_type, 100)?;
+                bounded_text("payload.officer", &p.officer, 128)
+            }
+            Payload::VictimContactDetailsRecorded(p) => {
+                nominal_uuid("payload.victim_id", &p.victim_id)?;
+                expect_stream(body, &format!("victim-{}", p.victim_id))?;
+                expect_subject(body, "victim", &p.victim_id)?;
+                if !body.sensitivity.contains(&crate::SensitivityTag::VictimLocation) {
+                    return Err(Error::invalid(
+                        "sensitivity",
+                        "a victim's contact details must be tagged SENSITIVITY_TAG_VICTIM_LOCATION",
+                    ));
+                }
+                bounded_text("payload.address", &p.address, 1000)?;
+                bounded_text("payload.safe_contact_method", &p.safe_contact_method, 400)
+            }
+            Payload::AccessInvestigationOpened(p) => {
+                nominal_uuid("payload.investigation_id", &p.investigation_id)?;
+                expect_stream(body, &format!("investigation-{}", p.investigation_id))?;
+                bounded_text("payload.user_investigated", &p.user_investigated, 200)?;
+                bounded_text("payload.purpose", &p.purpose, 2000)
+            }
+            Payload::AccessInvestigationClosed(p) => {
+                nominal_uuid("payload.investigation_id", &p.investigation_id)?;
+                expect_stream(body, &format!("investigation-{}", p.investigation_id))?;
+                bounded_text("payload.findings", &p.findings, 8000)
+            }
+            Payload::RetentionReviewed(p) => {
+                nominal_uuid("payload.review_id", &p.review_id)?;
+                expect_stream(body, &format!("retention-{}", p.review_id))?;
+                bounded_text("payload.retention_group", &p.retention_group, 64)?;
+                one_of("payload.decision", &p.decision, &["retain", "erase"])?;
+                if p.decision == "retain" {
+                    Date::parse("payload.next_review", &p.next_review)?;
+                }
+                if p.event_ids.is_empty() || p.event_ids.len() > 1000 {
+                    return Err(Error::invalid(
+                        "payload.event_ids",
+                        format!("a review covers 1 to 1000 events, found {}", p.event_ids.len()),
+                    ));
+                }
+                for (i, id) in p.event_ids.iter().enumerate() {
+                    crate::EventId::parse_field(&format!("payload.event_ids[{i}]"), id)?;
+                }
+                Ok(())
+            }
+            Payload::RecordErased(p) => {
+                nominal_uuid("payload.review_id", &p.review_id)?;
+                expect_stream(body, &format!("retention-{}", p.review_id))?;
+                crate::EventId::parse_field("payload.event_id", &p.event_id)?;
+                bounded_text("payload.reason", &p.reason, 2000)
             }
         }
     }

@@ -468,6 +468,118 @@ pub fn payload(p: &str, body: &EventBody) -> Result<Payload> {
                 outcome_told_to_applicant: m.outcome_told_to_applicant,
             })
         }
+        types::RISK_MANAGEMENT_PLAN_UPDATED => {
+            let m: pb::RiskManagementPlanUpdated = decode(p, body)?;
+            Payload::RiskManagementPlanUpdated(payload::RiskManagementPlanUpdated {
+                nominal_id: m.nominal_id,
+                plan_id: m.plan_id,
+                version: m.version,
+                supervision: m.supervision,
+                monitoring_and_control: m.monitoring_and_control,
+                interventions: m.interventions,
+                victim_safety: m.victim_safety,
+                actions: m.actions,
+            })
+        }
+        types::MINUTES_DISTRIBUTED => {
+            let m: pb::MinutesDistributed = decode(p, body)?;
+            Payload::MinutesDistributed(payload::MinutesDistributed {
+                nominal_id: m.nominal_id,
+                meeting_id: m.meeting_id,
+                redaction_profile: m.redaction_profile,
+            })
+        }
+        types::DOMESTIC_ABUSE_INCIDENT_RECORDED => {
+            let m: pb::DomesticAbuseIncidentRecorded = decode(p, body)?;
+            Payload::DomesticAbuseIncidentRecorded(payload::DomesticAbuseIncidentRecorded {
+                incident_id: m.incident_id,
+                incident_ref: m.incident_ref,
+                occurred: m.occurred.map(|t| timestamp(&pf("occurred"), Some(t))).transpose()?,
+                location: m.location,
+                children: m
+                    .children
+                    .into_iter()
+                    .map(|c| payload::IncidentChild {
+                        child_id: c.child_id,
+                        name: c.name,
+                        date_of_birth: c.date_of_birth,
+                        present: c.present,
+                        whereabouts: c.whereabouts,
+                        voice_of_child: c.voice_of_child,
+                    })
+                    .collect(),
+            })
+        }
+        types::SCHOOL_SUPPORT_RECORDED => {
+            let m: pb::SchoolSupportRecorded = decode(p, body)?;
+            Payload::SchoolSupportRecorded(payload::SchoolSupportRecorded {
+                notification_id: m.notification_id,
+                support_type: m.support_type,
+                support_given: m.support_given,
+                shared_with: m.shared_with,
+            })
+        }
+        types::INTELLIGENCE_SHARED => {
+            let m: pb::IntelligenceShared = decode(p, body)?;
+            Payload::IntelligenceShared(payload::IntelligenceShared {
+                intelligence_id: m.intelligence_id,
+                source_agency: m.source_agency,
+                offender_descriptors: m.offender_descriptors,
+                reporter_anonymised: m.reporter_anonymised,
+                reporter_id: m.reporter_id,
+            })
+        }
+        types::INCIDENT_RECORDED => {
+            let m: pb::IncidentRecorded = decode(p, body)?;
+            Payload::IncidentRecorded(payload::IncidentRecorded {
+                incident_id: m.incident_id,
+                incident_ref: m.incident_ref,
+                victim_id: m.victim_id,
+                offence_type: m.offence_type,
+                officer: m.officer,
+            })
+        }
+        types::VICTIM_CONTACT_DETAILS_RECORDED => {
+            let m: pb::VictimContactDetailsRecorded = decode(p, body)?;
+            Payload::VictimContactDetailsRecorded(payload::VictimContactDetailsRecorded {
+                victim_id: m.victim_id,
+                address: m.address,
+                safe_contact_method: m.safe_contact_method,
+            })
+        }
+        types::ACCESS_INVESTIGATION_OPENED => {
+            let m: pb::AccessInvestigationOpened = decode(p, body)?;
+            Payload::AccessInvestigationOpened(payload::AccessInvestigationOpened {
+                investigation_id: m.investigation_id,
+                user_investigated: m.user_investigated,
+                purpose: m.purpose,
+            })
+        }
+        types::ACCESS_INVESTIGATION_CLOSED => {
+            let m: pb::AccessInvestigationClosed = decode(p, body)?;
+            Payload::AccessInvestigationClosed(payload::AccessInvestigationClosed {
+                investigation_id: m.investigation_id,
+                findings: m.findings,
+            })
+        }
+        types::RETENTION_REVIEWED => {
+            let m: pb::RetentionReviewed = decode(p, body)?;
+            Payload::RetentionReviewed(payload::RetentionReviewed {
+                review_id: m.review_id,
+                retention_group: m.retention_group,
+                decision: m.decision,
+                next_review: m.next_review,
+                event_ids: m.event_ids,
+            })
+        }
+        types::RECORD_ERASED => {
+            let m: pb::RecordErased = decode(p, body)?;
+            Payload::RecordErased(payload::RecordErased {
+                review_id: m.review_id,
+                event_id: m.event_id,
+                reason: m.reason,
+            })
+        }
         other => {
             return Err(Error::invalid(
                 at(p, "event_type"),

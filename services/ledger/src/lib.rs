@@ -303,7 +303,10 @@ async fn check_references(
         | Payload::OrderRecorded(accord_domain::payload::OrderRecorded { nominal_id, .. })
         | Payload::RiskAssessmentRecorded(accord_domain::payload::RiskAssessmentRecorded { nominal_id, .. })
         | Payload::MappaReferralMade(accord_domain::payload::MappaReferralMade { nominal_id, .. })
-        | Payload::MappaLevelSet(accord_domain::payload::MappaLevelSet { nominal_id, .. }) => {
+        | Payload::MappaLevelSet(accord_domain::payload::MappaLevelSet { nominal_id, .. })
+        | Payload::RiskManagementPlanUpdated(accord_domain::payload::RiskManagementPlanUpdated {
+            nominal_id, ..
+        }) => {
             nominal_registered(store, p, nominal_id, earlier).await?;
         }
         Payload::MappaMeetingHeld(m) => {
@@ -395,6 +398,47 @@ async fn check_references(
                         )));
                     }
                 }
+            }
+        }
+        Payload::MinutesDistributed(m) => {
+            let events = stream_payloads(store, &format!("nominal-{}", m.nominal_id), earlier).await?;
+            if !events.iter().any(|(_, pl)| matches!(pl, Payload::MappaMeetingHeld(h) if h.meeting_id == m.meeting_id))
+            {
+                return Err(Error::Precondition(format!(
+                    "{p}.body.payload.meeting_id: no meeting {} is recorded for nominal {}",
+                    m.meeting_id, m.nominal_id
+                )));
+            }
+        }
+        Payload::SchoolSupportRecorded(x) => {
+            answers_addressed(store, p, &format!("encompass-{}", x.notification_id), "notification", author, earlier)
+                .await?;
+        }
+        Payload::AccessInvestigationClosed(x) => {
+            let events = stream_payloads(store, &format!("investigation-{}", x.investigation_id), earlier).await?;
+            if !events.iter().any(|(_, pl)| matches!(pl, Payload::AccessInvestigationOpened(_))) {
+                return Err(Error::Precondition(format!(
+                    "{p}.body.payload.investigation_id: no investigation {} is open",
+                    x.investigation_id
+                )));
+            }
+        }
+        Payload::RecordErased(x) => {
+            let id = accord_domain::EventId::parse_field("event_id", &x.event_id)?;
+            let owner = match earlier.iter().find(|(b, _)| b.event_id == id) {
+                Some((b, _)) => Some(b.author.agency.to_string()),
+                None => store.event_by_id(&id).await?.map(|e| e.author_agency),
+            };
+            match owner {
+                None => {
+                    return Err(Error::Invalid(format!("{p}.body.payload.event_id: no event {id} is recorded")));
+                }
+                Some(o) if o != author => {
+                    return Err(Error::Denied(format!(
+                        "{p}.body.payload.event_id: an agency erases only its own records; event {id} was recorded by {o}"
+                    )));
+                }
+                Some(_) => {}
             }
         }
         Payload::EncompassNotificationAcknowledged(a) => {

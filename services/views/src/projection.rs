@@ -133,6 +133,9 @@ pub struct Notification {
     pub incident_summary: String,
     pub circumstances: String,
     pub acknowledged: Option<Ack>,
+    /// Its content was erased (`RecordErased`); the metadata stays.
+    #[serde(default)]
+    pub erased: bool,
 }
 
 /// An acknowledgement.
@@ -162,6 +165,9 @@ pub struct Referral {
     pub safe_contact_details: String,
     pub consent_id: String,
     pub consent_withdrawn_at: Option<u64>,
+    /// Its content was erased (`RecordErased`); the metadata stays.
+    #[serde(default)]
+    pub erased: bool,
 }
 
 /// A record an agency authored.
@@ -172,6 +178,9 @@ pub struct Record {
     pub stream: String,
     pub occurred_at: i64,
     pub superseded_by: Vec<String>,
+    /// The `RecordErased` event that erased its content, if any.
+    #[serde(default)]
+    pub erased_by: Option<String>,
 }
 
 /// What an item shows.
@@ -582,6 +591,7 @@ impl State {
                 stream: e.stream.clone(),
                 occurred_at: body.occurred_at.micros(),
                 superseded_by: Vec::new(),
+                erased_by: None,
             });
             self.put_item(
                 (Model::AgencyRecords, author.to_owned(), body.event_id.to_string()),
@@ -622,6 +632,7 @@ impl State {
                     incident_summary: p.incident_summary.clone(),
                     circumstances: p.circumstances.clone(),
                     acknowledged: None,
+                    erased: false,
                 };
                 let id = p.notification_id.clone();
                 if let Some(decided) = self.receive(policy, author, &record, authored) {
@@ -731,6 +742,7 @@ impl State {
                     safe_contact_details: p.safe_contact_details.clone(),
                     consent_id: p.consent_id.clone(),
                     consent_withdrawn_at: None,
+                    erased: false,
                 };
                 let id = p.referral_id.clone();
                 let mine = Rel { authored: true, consent_in_scope: in_scope, ..Rel::default() };
@@ -839,6 +851,7 @@ impl State {
             | Payload::DisclosureDecided(_)
             | Payload::DisclosureMade(_)
             | Payload::DisclosureApplicationClosed(_) => self.apply_disclosure(e, body, payload),
+            Payload::RecordErased(x) => self.apply_erasure(e, &x.event_id),
             Payload::RecordCorrected(c) => {
                 self.apply_correction(e, body, c);
                 if let Some(nid) = stream_id(&e.stream, "nominal-") {
@@ -852,6 +865,70 @@ impl State {
             self.apply_nominal(&nid, e, body, payload, policy_at);
         }
         Ok(())
+    }
+
+    /// Erases an event's content from the read models, keeping its metadata: the author's record
+    /// is marked, and a notification or referral it created loses its content everywhere.
+    fn apply_erasure(&mut self, e: &RecordedEvent, target: &str) {
+        let author = e.author_agency.clone();
+        let record_key = (Model::AgencyRecords, author.clone(), target.to_owned());
+        let Some(record) = self.items.get(&record_key) else { return };
+        let (stream, record_position) = match &record.content {
+            Content::Record(r) => (r.stream.clone(), record.record_position),
+            _ => return,
+        };
+        let erasure = self.update_item(&record_key, e.position, |item| {
+            if let Content::Record(r) = &mut item.content {
+                r.erased_by = Some(e.event_id.to_string());
+            }
+            item.corrections.clear();
+        });
+        if !erasure {
+            return;
+        }
+        let mut keys = Vec::new();
+        for (prefix, aux, models) in [
+            ("encompass-", "notification", [Model::NotificationsSent, Model::SchoolInbox]),
+            ("referral-", "referral", [Model::ReferralsSent, Model::ReferralInbox]),
+        ] {
+            if let Some(id) = stream_id(&stream, prefix)
+                && let Some(Aux::Routed { author: from, addressee, .. }) = self.aux.get(&format!("{aux}/{id}"))
+            {
+                keys.push((models[0], from.clone(), id.to_owned()));
+                keys.push((models[1], addressee.clone(), id.to_owned()));
+            }
+        }
+        for key in keys {
+            if self.items.get(&key).is_some_and(|i| i.record_position == record_position) {
+                self.update_item(&key, e.position, |item| {
+                    item.corrections.clear();
+                    match &mut item.content {
+                        Content::Notification(n) => {
+                            for f in [
+                                &mut n.incident_ref,
+                                &mut n.child_name,
+                                &mut n.child_date_of_birth,
+                                &mut n.child_whereabouts,
+                                &mut n.child_voice,
+                                &mut n.incident_summary,
+                                &mut n.circumstances,
+                            ] {
+                                f.clear();
+                            }
+                            n.erased = true;
+                        }
+                        Content::Referral(r) => {
+                            r.contact_name.clear();
+                            r.needs.clear();
+                            r.safe_contact_method.clear();
+                            r.safe_contact_details.clear();
+                            r.erased = true;
+                        }
+                        _ => {}
+                    }
+                });
+            }
+        }
     }
 
     /// Moves a disclosure application on, in every holder's register.
@@ -1136,7 +1213,9 @@ impl State {
                 .get(&(Model::AgencyRecords, author.clone(), target.to_string()))
                 .is_some_and(|r| r.record_position == item.record_position);
             let withdrawn = matches!(&item.content, Content::Referral(r) if r.consent_withdrawn_at.is_some());
-            if !corrects_record || (withdrawn && !item.rel.authored) {
+            let erased = matches!(&item.content, Content::Notification(n) if n.erased)
+                || matches!(&item.content, Content::Referral(r) if r.erased);
+            if !corrects_record || erased || (withdrawn && !item.rel.authored) {
                 continue;
             }
             self.update_item(&key, position, |item| {
@@ -1204,6 +1283,8 @@ fn nominal_of(payload: &Payload) -> Option<&str> {
         Payload::MappaMeetingHeld(p) => &p.nominal_id,
         Payload::ActionAssigned(p) => &p.nominal_id,
         Payload::ActionCompleted(p) => &p.nominal_id,
+        Payload::RiskManagementPlanUpdated(p) => &p.nominal_id,
+        Payload::MinutesDistributed(p) => &p.nominal_id,
         _ => return None,
     })
 }

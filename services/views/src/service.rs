@@ -324,6 +324,7 @@ impl Viewer<'_> {
                     sent_at: ts(n.sent_at),
                     deadline: ts(n.deadline),
                     overdue: n.acknowledged.is_none() && n.deadline < self.at.micros(),
+                    erased: n.erased,
                     ..Default::default()
                 };
                 if shown("notification") {
@@ -359,6 +360,7 @@ impl Viewer<'_> {
                     addressee: r.addressee.clone(),
                     referred_at: ts(r.referred_at),
                     status: r.status.clone(),
+                    erased: r.erased,
                     ..Default::default()
                 };
                 if shown("referral") {
@@ -389,6 +391,7 @@ impl Viewer<'_> {
                 stream: r.stream.clone(),
                 occurred_at: ts(r.occurred_at),
                 superseded_by: r.superseded_by.clone(),
+                erased_by: r.erased_by.clone().unwrap_or_default(),
             }),
         };
         let corrections = item
