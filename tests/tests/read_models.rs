@@ -373,6 +373,22 @@ async fn rebuild_yields_identical_read_models(mut s: TestServer) {
     let (draft, _) = support_referral("met-police", "swlo-1", &consent_id, &person, "solace-isva");
     try_append(&mut swlo, vec![consent.sign(met)]).await.unwrap();
     try_append(&mut swlo, vec![draft.sign(met)]).await.unwrap();
+    // An inbox reads newest first, and pages backwards.
+    let mut marys = s.client("st-marys-school", "dsl-1", &["dsl"]).await;
+    let newest = |before: Option<u64>| pb::QueryViewRequest {
+        model: ReadModel::SchoolInbox as i32,
+        newest_first: true,
+        before_position: before,
+        ..Default::default()
+    };
+    let all = marys.views().query(newest(None)).await.unwrap().into_inner().items;
+    assert_eq!(all.len(), 2);
+    assert!(all[0].position > all[1].position, "newest first");
+    let older = marys.views().query(newest(Some(all[0].position))).await.unwrap().into_inner().items;
+    assert_eq!(older.iter().map(|i| i.position).collect::<Vec<_>>(), [all[1].position]);
+    let bad = pb::QueryViewRequest { after_position: Some(1), ..newest(None) };
+    assert_eq!(marys.views().query(bad).await.unwrap_err().code(), Code::InvalidArgument);
+
     let token = s.token("st-marys-school", "dsl-1", &["dsl"]);
     accord_e2e::assert_rebuilds_identically(&mut s, |endpoint| {
         let token = token.clone();

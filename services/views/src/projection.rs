@@ -442,6 +442,23 @@ impl State {
             })
     }
 
+    /// The items one agency holds in one model changed before `before` (all when `None`), newest
+    /// change first.
+    pub fn items_newest_first<'s>(
+        &'s self,
+        model: Model,
+        agency: &str,
+        before: Option<u64>,
+    ) -> impl Iterator<Item = (&'s str, &'s Item)> + 's {
+        let agency = agency.to_owned();
+        let lo = (model, agency.clone(), 0, String::new());
+        let hi = (model, agency.clone(), before.unwrap_or(u64::MAX), String::new());
+        self.by_position.range(lo..hi).rev().map(move |(m, a, _, id)| {
+            let (key, item) = self.items.get_key_value(&(*m, a.clone(), id.clone())).expect("indexed items exist");
+            (key.2.as_str(), item)
+        })
+    }
+
     /// SHA-256 over every item and auxiliary fact in key order: equal digests, equal read models.
     pub fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();

@@ -429,19 +429,32 @@ impl Viewer<'_> {
     }
 }
 
-/// The items of `model` the caller's agency holds in `state`, changed after `after`, as the
-/// caller may see them; at most `limit`.
+/// Where a query starts and which way it reads.
+#[derive(Debug, Clone, Copy)]
+enum Order {
+    /// Oldest change first, after a position.
+    After(Option<u64>),
+    /// Newest change first, before a position.
+    NewestBefore(Option<u64>),
+}
+
+/// The items of `model` the caller's agency holds in `state`, in `order`, as the caller may see
+/// them; at most `limit`.
 fn select(
     state: &State,
     viewer: &Viewer<'_>,
     model: Model,
-    after: Option<u64>,
+    order: Order,
     limit: usize,
     keep: impl Fn(&Item) -> bool,
     shown: &(dyn Fn(&pb::ViewItem) -> bool + Sync),
 ) -> Vec<pb::ViewItem> {
-    state
-        .items(model, viewer.principal.agency.as_str(), after)
+    let agency = viewer.principal.agency.as_str();
+    let items: Box<dyn Iterator<Item = (&str, &Item)>> = match order {
+        Order::After(after) => Box::new(state.items(model, agency, after)),
+        Order::NewestBefore(before) => Box::new(state.items_newest_first(model, agency, before)),
+    };
+    items
         .filter(|(_, item)| keep(item))
         .filter_map(|(id, item)| viewer.render(state, id, item))
         .filter(|i| shown(i))
@@ -478,6 +491,18 @@ impl pb::views_server::Views for Views {
         let model = model(r.model)?;
         let limit = limit(r.limit)?;
         let shown = case_filter(&r)?;
+        let order = match (r.newest_first, r.after_position, r.before_position) {
+            (false, after, None) => Order::After(after),
+            (true, None, before) => Order::NewestBefore(before),
+            (false, _, Some(_)) => {
+                return Err(Status::invalid_argument("before_position: only with newest_first"));
+            }
+            (true, Some(_), _) => {
+                return Err(Status::invalid_argument(
+                    "after_position: not with newest_first (page backwards with before_position)",
+                ));
+            }
+        };
         let sharing = self.projector.sharing();
         let log_size = self.projector.store().log_size().await.map_err(|e| status(e.into()))?;
         let (items, size, policy) = match r.as_of_position {
@@ -490,7 +515,7 @@ impl pb::views_server::Views for Views {
                 let state = self.projector.as_of(p).await.map_err(status)?;
                 let policy = sharing.in_force_at(p + 1).await.map_err(|e| status(e.into()))?;
                 let viewer = Viewer { principal: &who, policy: policy.clone(), at: now(), limits: self.limits };
-                (select(&state, &viewer, model, r.after_position, limit, |_| true, &shown), p + 1, policy)
+                (select(&state, &viewer, model, order, limit, |_| true, &shown), p + 1, policy)
             }
             None => {
                 let policy = sharing.in_force_at(log_size).await.map_err(|e| status(e.into()))?;
@@ -498,7 +523,7 @@ impl pb::views_server::Views for Views {
                 self.projector
                     .read(log_size, |state| {
                         (
-                            select(state, &viewer, model, r.after_position, limit, |_| true, &shown),
+                            select(state, &viewer, model, order, limit, |_| true, &shown),
                             state.next_position,
                             policy.clone(),
                         )
@@ -553,7 +578,9 @@ impl pb::views_server::Views for Views {
                 };
                 let viewer = Viewer { principal: &who, policy, at: now(), limits };
                 let batch = match projector
-                    .read(0, |s| select(s, &viewer, model, after, MAX_LIMIT as usize, |_| true, &|_| true))
+                    .read(0, |s| {
+                        select(s, &viewer, model, Order::After(after), MAX_LIMIT as usize, |_| true, &|_| true)
+                    })
                     .await
                 {
                     Ok(b) => b,
@@ -602,7 +629,15 @@ impl pb::views_server::Views for Views {
             .projector
             .read(log_size, |state| {
                 (
-                    select(state, &viewer, Model::NotificationsSent, None, MAX_LIMIT as usize, overdue, &|_| true),
+                    select(
+                        state,
+                        &viewer,
+                        Model::NotificationsSent,
+                        Order::After(None),
+                        MAX_LIMIT as usize,
+                        overdue,
+                        &|_| true,
+                    ),
                     state.next_position,
                 )
             })
