@@ -181,11 +181,13 @@ pub fn nominal_registered(agency: &str, user: &str) -> (EventDraft, String) {
             nominal_manager: user.into(),
             index_offence: "sexual assault".into(),
             notification_period_end: None,
+            co_managing_agencies: if agency == "probation-london" { vec![] } else { vec!["probation-london".into()] },
         },
     )
     .author(agency, user, "offender_manager")
     .legal_basis("DPA2018-s35", "management of a registered sexual offender")
-    .subject("nominal", &nominal);
+    .subject("nominal", &nominal)
+    .no_stream();
     (draft, nominal)
 }
 
@@ -368,15 +370,37 @@ pub async fn query(c: &mut Client, model: pb::ReadModel) -> Result<pb::QueryView
         .map(tonic::Response::into_inner)
 }
 
-/// The caller's items of one read model as the log stood just after `position`.
-pub async fn query_as_of(c: &mut Client, model: pb::ReadModel, position: u64) -> pb::QueryViewResponse {
-    c.views()
-        .query(pb::QueryViewRequest { model: model as i32, as_of_position: Some(position), ..Default::default() })
-        .await
-        .expect("as-of query")
-        .into_inner()
+/// What a user of `agency` with `roles` would have been answered for `model` just after log
+/// `position` (the audit replay; not a public API): a fresh fold of the log prefix.
+pub async fn query_as_of(
+    s: &TestServer,
+    agency: &str,
+    user: &str,
+    roles: &[&str],
+    model: accord_views::Model,
+    position: u64,
+) -> Vec<pb::ViewItem> {
+    let sharing = accord_ledger::Sharing::load(s.store().clone()).await.expect("policy history");
+    let projector = accord_views::Projector::open(sharing).await.expect("read models");
+    let principal = accord_auth::Principal {
+        agency: accord_domain::AgencyId::parse(agency.to_owned()).expect("agency id"),
+        user: accord_domain::UserId::parse(user.to_owned()).expect("user id"),
+        roles: roles.iter().map(|r| accord_domain::Role::parse((*r).to_owned()).expect("role")).collect(),
+        token_id: None,
+        issuer: "test".into(),
+    };
+    accord_views::answer_as_of(
+        &projector,
+        &principal,
+        model,
+        position,
+        accord_domain::Timestamp::now(),
+        Default::default(),
+    )
+    .await
+    .expect("as-of answer")
+    .0
 }
-
 /// Asserts that the read models the server stored, a fresh fold of the whole log and a rebuild
 /// from zero are byte-identical, then restarts the server on them and checks that `check`
 /// (a read through the API) answers the same before and after.

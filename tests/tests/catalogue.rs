@@ -94,6 +94,7 @@ async fn the_rest_of_the_catalogue(s: TestServer) {
             "disclosure_officer",
         )
         .subject("child", &child)
+        .no_stream()
     };
     refused(&mut officer, da("2016-02-30").sign(met), Code::InvalidArgument, "payload.children[0].date_of_birth").await;
     try_append(&mut officer, vec![da("2016-02-28").sign(met)]).await.expect("incident");
@@ -138,6 +139,7 @@ async fn the_rest_of_the_catalogue(s: TestServer) {
             "solo",
         )
         .subject("person", &child)
+        .no_stream()
     };
     try_append(&mut solo, vec![intel(true, "").sign(met)]).await.expect("intelligence");
     refused(&mut solo, intel(true, &new_id()).sign(met), Code::InvalidArgument, "payload.reporter_id").await;
@@ -158,7 +160,8 @@ async fn the_rest_of_the_catalogue(s: TestServer) {
         "solo-1",
         "solo",
     )
-    .subject("victim", &victim);
+    .subject("victim", &victim)
+    .no_stream();
     try_append(&mut solo, vec![report.sign(met)]).await.expect("incident recorded");
     let contact = draft(
         &format!("victim-{victim}"),
@@ -213,7 +216,8 @@ async fn the_rest_of_the_catalogue(s: TestServer) {
         "aud-1",
         "auditor",
     )
-    .subject("user", "met-police/om-1");
+    .subject("user", "met-police/om-1")
+    .no_stream();
     try_append(&mut auditor, vec![open.sign(s.key("mappa-1")), close.sign(s.key("mappa-1"))])
         .await
         .expect("investigation");
@@ -245,7 +249,8 @@ async fn the_rest_of_the_catalogue(s: TestServer) {
         "admin-1",
         "agency_admin",
     )
-    .subject("agency", "met-police");
+    .subject("agency", "met-police")
+    .no_stream();
     let erased = draft(
         &format!("retention-{review}"),
         &pb::RecordErased {

@@ -186,7 +186,7 @@ async fn sarahs_law_disclosure_to_the_mother(mut s: TestServer) {
 
     // An application received three days ago with no checks yet is flagged late.
     let late_id = uuid::Uuid::now_v7().to_string();
-    let late = on_application(&late_id, &request(&late_id, &applicant, "", now - 3 * DAY), &applicant);
+    let late = on_application(&late_id, &request(&late_id, &applicant, "", now - 3 * DAY), &applicant).no_stream();
     try_append(&mut ppro, vec![late.sign(met)]).await.unwrap();
     let r = register(&mut ppro).await;
     let l = r.iter().find(|d| d.application_id == late_id).unwrap();
@@ -198,11 +198,14 @@ async fn sarahs_law_disclosure_to_the_mother(mut s: TestServer) {
     let bad_id = uuid::Uuid::now_v7().to_string();
     let mut bad = request(&bad_id, &applicant, "", now);
     bad.scheme = "neighbours_law".into();
-    let err = try_append(&mut ppro, vec![on_application(&bad_id, &bad, &applicant).sign(met)]).await.unwrap_err();
+    let err =
+        try_append(&mut ppro, vec![on_application(&bad_id, &bad, &applicant).no_stream().sign(met)]).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("payload.scheme"), "{}", err.message());
     let unknown = request(&bad_id, &applicant, &uuid::Uuid::now_v7().to_string(), now);
-    let err = try_append(&mut ppro, vec![on_application(&bad_id, &unknown, &applicant).sign(met)]).await.unwrap_err();
+    let err = try_append(&mut ppro, vec![on_application(&bad_id, &unknown, &applicant).no_stream().sign(met)])
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
 
     let token = s.token("probation-london", "pom-1", &["probation_om"]);

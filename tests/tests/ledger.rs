@@ -301,16 +301,22 @@ async fn every_rejection_rule_has_its_status_and_writes_nothing(s: TestServer) {
         ),
         (
             vec![
-                good()
-                    .expect_version(4)
-                    .with(|b| b.stream = format!("nominal-{nominal}"))
-                    .with(|b| {
-                        let mut p = pb::NominalRegistered::decode(b.payload.as_slice()).unwrap();
-                        p.nominal_id = nominal.clone();
-                        b.payload = p.encode_to_vec();
-                        b.subjects = vec![pb::Subject { kind: "nominal".into(), id: nominal.clone() }];
-                    })
-                    .sign(met),
+                EventDraft::new(
+                    &format!("nominal-{nominal}"),
+                    &pb::RiskAssessmentRecorded {
+                        nominal_id: nominal.clone(),
+                        tool: "rm2000".into(),
+                        levels: [("overall".to_owned(), "high".to_owned())].into(),
+                        assessor: "pc-1".into(),
+                        next_review: "2027-01-01".into(),
+                        ..Default::default()
+                    },
+                )
+                .author("met-police", "pc-1", "offender_manager")
+                .legal_basis("DPA2018-s35", "management of a registered sexual offender")
+                .subject("nominal", &nominal)
+                .expect_version(4)
+                .sign(met),
             ],
             Refusal {
                 what: "expected version conflict",

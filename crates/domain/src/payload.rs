@@ -183,6 +183,8 @@ pub struct NominalRegistered {
     pub nominal_manager: String,
     /// Index offence.
     pub index_offence: String,
+    /// The other agencies allocated to the case.
+    pub co_managing_agencies: Vec<String>,
 }
 
 /// `accord.v1.MappaLevelSet`.
@@ -1200,12 +1202,36 @@ impl Payload {
         }
     }
 
+    /// Whether the event creates its stream (a nominal, a notification, a consent, ...): it must
+    /// then be the stream's first event, so nothing can be created twice or taken over.
+    pub fn creates_stream(&self) -> bool {
+        matches!(
+            self,
+            Payload::NominalRegistered(_)
+                | Payload::EncompassNotificationSent(_)
+                | Payload::ConsentRecorded(_)
+                | Payload::SupportReferralMade(_)
+                | Payload::DisclosureRequested(_)
+                | Payload::DomesticAbuseIncidentRecorded(_)
+                | Payload::IncidentRecorded(_)
+                | Payload::IntelligenceShared(_)
+                | Payload::AccessInvestigationOpened(_)
+                | Payload::RetentionReviewed(_)
+        )
+    }
+
     /// Checks the payload against its envelope. Field names in errors start at `payload.`.
     pub fn validate(&self, body: &EventBody) -> Result<()> {
         if body.schema_version != 1 {
             return Err(Error::invalid(
                 "schema_version",
                 format!("{} has schema version 1 only, found {}", body.event_type, body.schema_version),
+            ));
+        }
+        if self.creates_stream() && body.expected_version != crate::ExpectedVersion::NoStream {
+            return Err(Error::invalid(
+                "expected_version",
+                format!("{} opens its stream: set expected_version no_stream", body.event_type),
             ));
         }
         match self {
@@ -1262,6 +1288,12 @@ impl Payload {
                     ));
                 }
                 AgencyId::parse_field("payload.lead_agency", p.lead_agency.clone())?;
+                if p.co_managing_agencies.len() > 20 {
+                    return Err(Error::invalid("payload.co_managing_agencies", "at most 20 agencies"));
+                }
+                for (i, a) in p.co_managing_agencies.iter().enumerate() {
+                    AgencyId::parse_field(&format!("payload.co_managing_agencies[{i}]"), a.clone())?;
+                }
                 bounded_text("payload.nominal_manager", &p.nominal_manager, 128)?;
                 bounded_text("payload.index_offence", &p.index_offence, 1000)
             }

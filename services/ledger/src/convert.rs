@@ -220,6 +220,7 @@ pub fn payload(p: &str, body: &EventBody) -> Result<Payload> {
                 lead_agency: m.lead_agency,
                 nominal_manager: m.nominal_manager,
                 index_offence: m.index_offence,
+                co_managing_agencies: m.co_managing_agencies,
             })
         }
         types::MAPPA_LEVEL_SET => {

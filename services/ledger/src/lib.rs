@@ -175,12 +175,20 @@ async fn stream_payloads(
     let Ok(id) = accord_domain::StreamId::parse_field("stream", stream.to_owned()) else {
         return Ok(in_request.collect());
     };
-    let page = store.read_stream(&id, 0, 1000, &accord_store::Visibility::All).await?;
-    let mut out = Vec::with_capacity(page.events.len());
-    for e in page.events {
-        let body = convert::event_body("recorded", &e.body)?;
-        let payload = convert::payload("recorded", &body)?;
-        out.push((body, payload));
+    let mut out = Vec::new();
+    let mut from = 0;
+    loop {
+        let page = store.read_stream(&id, from, 1000, &accord_store::Visibility::All).await?;
+        let n = page.events.len();
+        for e in page.events {
+            let body = convert::event_body("recorded", &e.body)?;
+            let payload = convert::payload("recorded", &body)?;
+            out.push((body, payload));
+        }
+        if n < 1000 {
+            break;
+        }
+        from = page.next;
     }
     out.extend(in_request);
     Ok(out)
@@ -227,6 +235,15 @@ async fn check_references(
     }
     let author = body.author.agency.as_str();
     match payload {
+        Payload::NominalRegistered(n) => {
+            for (i, a) in n.co_managing_agencies.iter().enumerate() {
+                if store.agency(a).await?.is_none() {
+                    return Err(Error::Invalid(format!(
+                        "{p}.body.payload.co_managing_agencies[{i}]: agency {a} is not registered"
+                    )));
+                }
+            }
+        }
         Payload::SupportReferralMade(r) => {
             let consent = stream_payloads(store, &format!("consent-{}", r.consent_id), earlier).await?;
             let recorded = consent.iter().find_map(|(_, pl)| match pl {
@@ -239,6 +256,13 @@ async fn check_references(
             if consent.iter().any(|(_, pl)| matches!(pl, Payload::ConsentWithdrawn(_))) {
                 return Err(Error::Precondition(format!(
                     "{p}.body.payload.consent_id: consent {} has been withdrawn; nothing more may be shared under it",
+                    r.consent_id
+                )));
+            }
+            let recorder = consent.first().map(|(b, _)| b.author.agency.as_str()).unwrap_or_default();
+            if recorder != author {
+                return Err(Error::Denied(format!(
+                    "{p}.body.payload.consent_id: consent {} was recorded by {recorder}; an agency refers only under consents it recorded",
                     r.consent_id
                 )));
             }
@@ -257,11 +281,12 @@ async fn check_references(
                     c.recipients.join(", ")
                 )));
             }
+            // Against the server's clock, not the author's occurred_at (which a client sets).
             if let Some(exp) = c.expires_at
-                && exp.micros() <= body.occurred_at.micros()
+                && exp.micros() <= accord_domain::Timestamp::now().micros()
             {
                 return Err(Error::Precondition(format!(
-                    "{p}.body.payload.consent_id: consent {} had expired when the referral was made",
+                    "{p}.body.payload.consent_id: consent {} has expired",
                     r.consent_id
                 )));
             }
@@ -310,7 +335,7 @@ async fn check_references(
             nominal_registered(store, p, nominal_id, earlier).await?;
         }
         Payload::MappaMeetingHeld(m) => {
-            nominal_registered(store, p, &m.nominal_id, earlier).await?;
+            on_the_case(store, p, &m.nominal_id, author, earlier).await?;
             for (i, (agency, _)) in m.attendees.iter().enumerate() {
                 if store.agency(agency).await?.is_none() {
                     return Err(Error::Invalid(format!(
@@ -320,7 +345,7 @@ async fn check_references(
             }
         }
         Payload::ActionAssigned(a) => {
-            nominal_registered(store, p, &a.nominal_id, earlier).await?;
+            on_the_case(store, p, &a.nominal_id, author, earlier).await?;
             if store.agency(&a.owner_agency).await?.is_none() {
                 return Err(Error::Invalid(format!(
                     "{p}.body.payload.owner_agency: agency {} is not registered",
@@ -329,6 +354,7 @@ async fn check_references(
             }
         }
         Payload::ActionCompleted(c) => {
+            on_the_case(store, p, &c.nominal_id, author, earlier).await?;
             let events = stream_payloads(store, &format!("nominal-{}", c.nominal_id), earlier).await?;
             let assigned = events.iter().find_map(|(_, pl)| match pl {
                 Payload::ActionAssigned(a) if a.action_id == c.action_id => Some(a),
@@ -347,15 +373,13 @@ async fn check_references(
                 )));
             }
         }
-        Payload::DisclosureRequested(r) => {
-            if !r.subject_nominal_id.is_empty() {
-                nominal_registered(store, p, &r.subject_nominal_id, earlier).await.map_err(|_| {
-                    Error::Precondition(format!(
-                        "{p}.body.payload.subject_nominal_id: nominal {} is not registered",
-                        r.subject_nominal_id
-                    ))
-                })?;
-            }
+        Payload::DisclosureRequested(r) if !r.subject_nominal_id.is_empty() => {
+            nominal_registered(store, p, &r.subject_nominal_id, earlier).await.map_err(|_| {
+                Error::Precondition(format!(
+                    "{p}.body.payload.subject_nominal_id: nominal {} is not registered",
+                    r.subject_nominal_id
+                ))
+            })?;
         }
         Payload::DisclosureChecksCompleted(accord_domain::payload::DisclosureChecksCompleted {
             application_id,
@@ -369,9 +393,15 @@ async fn check_references(
             ..
         }) => {
             let events = stream_payloads(store, &format!("disclosure-{application_id}"), earlier).await?;
-            if !events.iter().any(|(_, pl)| matches!(pl, Payload::DisclosureRequested(_))) {
+            let Some((opened, _)) = events.iter().find(|(_, pl)| matches!(pl, Payload::DisclosureRequested(_))) else {
                 return Err(Error::Precondition(format!(
                     "{p}.body.payload.application_id: no disclosure application {application_id} is recorded"
+                )));
+            };
+            if opened.author.agency.as_str() != author {
+                return Err(Error::Denied(format!(
+                    "{p}.body.payload.application_id: application {application_id} is handled by {}",
+                    opened.author.agency
                 )));
             }
             if events.iter().any(|(_, pl)| matches!(pl, Payload::DisclosureApplicationClosed(_))) {
@@ -401,6 +431,7 @@ async fn check_references(
             }
         }
         Payload::MinutesDistributed(m) => {
+            on_the_case(store, p, &m.nominal_id, author, earlier).await?;
             let events = stream_payloads(store, &format!("nominal-{}", m.nominal_id), earlier).await?;
             if !events.iter().any(|(_, pl)| matches!(pl, Payload::MappaMeetingHeld(h) if h.meeting_id == m.meeting_id))
             {
@@ -452,21 +483,58 @@ async fn check_references(
 
 /// The nominal must have been registered.
 async fn nominal_registered(store: &Store, p: &str, nominal_id: &str, earlier: &Earlier) -> Result<()> {
-    let registered_here =
-        earlier.iter().any(|(_, pl)| matches!(pl, Payload::NominalRegistered(n) if n.nominal_id == nominal_id));
-    if registered_here {
-        return Ok(());
-    }
-    let Ok(stream) = accord_domain::StreamId::parse_field("stream", format!("nominal-{nominal_id}")) else {
-        return Ok(()); // validation has already refused a malformed id
-    };
-    let first = store.read_stream(&stream, 0, 1, &accord_store::Visibility::All).await?;
-    if first.events.first().is_none_or(|e| e.event_type != accord_domain::payload::types::NOMINAL_REGISTERED) {
+    nominal_case(store, p, nominal_id, earlier).await.map(drop)
+}
+
+/// Who may record about a nominal: (lead and co-managing agencies, MAPPA panel agencies).
+/// Fails when the nominal is not registered.
+async fn nominal_case(
+    store: &Store,
+    p: &str,
+    nominal_id: &str,
+    earlier: &Earlier,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let events = stream_payloads(store, &format!("nominal-{nominal_id}"), earlier).await?;
+    let Some(reg) = events.iter().find_map(|(_, pl)| match pl {
+        Payload::NominalRegistered(n) => Some(n),
+        _ => None,
+    }) else {
         return Err(Error::Precondition(format!(
             "{p}.body.payload.nominal_id: nominal {nominal_id} is not registered (record a NominalRegistered first)"
         )));
+    };
+    let mut case = vec![reg.lead_agency.clone()];
+    case.extend(reg.co_managing_agencies.iter().cloned());
+    let mut panel = Vec::new();
+    for (b, pl) in &events {
+        match pl {
+            Payload::MappaLevelSet(_) => panel.push(b.author.agency.to_string()),
+            Payload::MappaMeetingHeld(m) => {
+                panel.push(b.author.agency.to_string());
+                panel.extend(m.attendees.iter().map(|(a, _)| a.clone()));
+            }
+            _ => {}
+        }
     }
-    Ok(())
+    Ok((case, panel))
+}
+
+/// Only the nominal's case, its MAPPA panel and a MAPPA unit may record about a nominal: recording
+/// is not a way onto a case.
+async fn on_the_case(store: &Store, p: &str, nominal_id: &str, author: &str, earlier: &Earlier) -> Result<()> {
+    let (case, panel) = nominal_case(store, p, nominal_id, earlier).await?;
+    if case.iter().chain(&panel).any(|a| a == author) {
+        return Ok(());
+    }
+    let mappa_unit =
+        store.agency(author).await?.is_some_and(|a| a.kind == accord_domain::payload::AgencyKind::MappaUnit);
+    if mappa_unit {
+        return Ok(());
+    }
+    Err(Error::Denied(format!(
+        "{p}.body.author.agency: {author} is not on nominal {nominal_id}'s case (lead and co-managing agencies: {}) or its MAPPA panel",
+        case.join(", ")
+    )))
 }
 
 /// The first event of `stream` must exist and be addressed to `author`.

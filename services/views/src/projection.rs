@@ -740,7 +740,7 @@ impl State {
                         withdrawn_at.is_none()
                             && *subject_id == p.subject_id
                             && recipients.contains(&addressee)
-                            && expires_at.is_none_or(|x| x > body.occurred_at.micros())
+                            && expires_at.is_none_or(|x| x > e.recorded_at.micros())
                     }
                     _ => false,
                 };
@@ -1056,6 +1056,7 @@ impl State {
         match payload {
             Payload::NominalRegistered(p) => {
                 n.case_members.insert(p.lead_agency.clone());
+                n.case_members.extend(p.co_managing_agencies.iter().cloned());
             }
             Payload::MappaLevelSet(p) => {
                 n.level = p.level;
@@ -1068,13 +1069,8 @@ impl State {
             }
             _ => {}
         }
-        // Police, probation and prisons that record about a nominal work the case.
-        if matches!(
-            self.agency(&author).map(|f| f.kind),
-            Some(AgencyKind::Police | AgencyKind::Probation | AgencyKind::Prison)
-        ) {
-            n.case_members.insert(author.clone());
-        }
+        // The case is who the registration names; recording about a nominal is not a way onto it
+        // (the Ledger refuses events from agencies neither on the case nor on the panel).
         match payload {
             Payload::ActionCompleted(p) => {
                 if let Some(a) = n.entries.iter_mut().find(|x| x.section == "action" && x.key == p.action_id) {
@@ -1093,8 +1089,14 @@ impl State {
                                 g.insert(field.to_owned(), value.clone());
                             }
                             None => {
+                                let kind = x
+                                    .groups
+                                    .get("notification")
+                                    .and_then(|g| g.get("kind"))
+                                    .cloned()
+                                    .unwrap_or_default();
                                 x.groups
-                                    .entry(notified_group(field).into())
+                                    .entry(notified_group(&kind, field).into())
                                     .or_default()
                                     .insert(field.to_owned(), value.clone());
                             }
@@ -1106,6 +1108,11 @@ impl State {
                         fields: c.fields.clone(),
                         reason: c.reason.clone(),
                     });
+                    for t in &body.sensitivity {
+                        if !x.tags.iter().any(|have| have == t.as_str()) {
+                            x.tags.push(t.as_str().to_owned());
+                        }
+                    }
                     x.updated = position;
                 }
             }
@@ -1235,11 +1242,18 @@ impl State {
             if !corrects_record || erased || (withdrawn && !item.rel.authored) {
                 continue;
             }
+            let tags: Vec<String> = body.sensitivity.iter().map(|t| t.as_str().to_owned()).collect();
             self.update_item(&key, position, |item| {
                 for (field, value) in &change.fields {
                     set_field(&mut item.content, field, value);
                 }
                 item.corrections.push(change.clone());
+                // What a correction is tagged, the corrected record now is.
+                for t in tags {
+                    if !item.tags.contains(&t) {
+                        item.tags.push(t);
+                    }
+                }
             });
         }
     }
@@ -1277,12 +1291,21 @@ fn rfc3339(t: Option<accord_domain::Timestamp>) -> String {
     t.map(|t| t.to_rfc3339()).unwrap_or_default()
 }
 
-/// The field group a notified fact belongs to.
-fn notified_group(field: &str) -> &'static str {
-    if field.contains("address") {
-        "address"
-    } else if field.contains("bank") || field.contains("card") {
+/// The field group a notified fact belongs to. Bank and card notifications are financial
+/// whatever their keys say; anything naming an address or postcode is address data; otherwise
+/// the notification group. When unsure, the narrower group: a fact wrongly treated as address
+/// data is shown to fewer people, never more.
+fn notified_group(kind: &str, field: &str) -> &'static str {
+    let f = field.to_ascii_lowercase();
+    if kind == "bank_card"
+        || f.contains("bank")
+        || f.contains("card")
+        || f.contains("account")
+        || f.contains("sort_code")
+    {
         "financial"
+    } else if f.contains("address") || f.contains("postcode") || f.contains("post_code") || kind == "weekly_nfa" {
+        "address"
     } else {
         "notification"
     }
@@ -1345,7 +1368,7 @@ fn entry_of(e: &RecordedEvent, body: &EventBody, payload: &Payload) -> Option<En
                 ],
             );
             for (field, value) in &p.changed_fields {
-                g(notified_group(field), &[(field.as_str(), value.clone())]);
+                g(notified_group(&p.kind, field), &[(field.as_str(), value.clone())]);
             }
             due = p.due_by.map(|t| t.micros());
             flag = p.status != "on_time";

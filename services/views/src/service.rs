@@ -166,7 +166,7 @@ fn disclosure(
         verified_at: d.verified_at.and_then(ts),
         decided_at: d.decided_at.and_then(ts),
         closed_at: d.closed_at.and_then(ts),
-        immediate_risk: d.immediate_risk,
+        immediate_risk: shown("checks") && d.immediate_risk,
         checks_late: late(d.checks_at, DAY),
         verification_late: d.scheme == "csods" && late(d.verified_at, 10 * DAY),
         overdue: total.is_some_and(|t| late(d.closed_at, t)),
@@ -214,16 +214,17 @@ impl Viewer<'_> {
         let corrections = x
             .corrections
             .iter()
-            .map(|c| pb::Correction {
-                position: c.position,
-                event_id: c.event_id.clone(),
-                fields: c
-                    .fields
-                    .iter()
-                    .filter(|(f, _)| visible_field(f))
-                    .map(|(f, v)| (f.clone(), v.clone()))
-                    .collect(),
-                reason: c.reason.clone(),
+            .filter_map(|c| {
+                let fields: std::collections::HashMap<String, String> =
+                    c.fields.iter().filter(|(f, _)| visible_field(f)).map(|(f, v)| (f.clone(), v.clone())).collect();
+                // The entry's update position still tells the user it changed; what changed and
+                // why only where they may see it.
+                (!fields.is_empty()).then(|| pb::Correction {
+                    position: c.position,
+                    event_id: c.event_id.clone(),
+                    fields,
+                    reason: c.reason.clone(),
+                })
             })
             .collect();
         Some(pb::CaseEntry {
@@ -397,19 +398,32 @@ impl Viewer<'_> {
         let corrections = item
             .corrections
             .iter()
-            .map(|c| pb::Correction {
-                position: c.position,
-                event_id: c.event_id.clone(),
-                fields: c
+            .filter_map(|c| {
+                if matches!(item.content, Content::Record(_)) {
+                    // An agency's own records list their corrections by position only: the values
+                    // belong to the corrected record's field groups, shown in its read model.
+                    return Some(pb::Correction {
+                        position: c.position,
+                        event_id: c.event_id.clone(),
+                        ..Default::default()
+                    });
+                }
+                let fields: std::collections::HashMap<String, String> = c
                     .fields
                     .iter()
                     .filter(|(f, _)| {
                         let g = field_group(&item.content, f);
-                        g.is_empty() || shown(g)
+                        !g.is_empty() && shown(g)
                     })
                     .map(|(f, v)| (f.clone(), v.clone()))
-                    .collect(),
-                reason: c.reason.clone(),
+                    .collect();
+                // A correction of nothing the user may see is not shown, nor its reason.
+                (!fields.is_empty()).then(|| pb::Correction {
+                    position: c.position,
+                    event_id: c.event_id.clone(),
+                    fields,
+                    reason: c.reason.clone(),
+                })
             })
             .collect();
         let mut policy_ids: BTreeSet<String> = item.receive_policy_ids.iter().cloned().collect();
@@ -481,6 +495,24 @@ fn case_filter(r: &pb::QueryViewRequest) -> Result<impl Fn(&pb::ViewItem) -> boo
     })
 }
 
+/// What `principal` would have been answered for `model` just after log `position`, under the
+/// sharing policy then in force: the replay the audit service (issue 5) builds on. Not exposed to
+/// callers (see `views.proto`). Returns the items and the policy version that decided them.
+pub async fn answer_as_of(
+    projector: &Projector,
+    principal: &Principal,
+    model: Model,
+    position: u64,
+    at: Timestamp,
+    limits: DisclosureLimits,
+) -> Result<(Vec<pb::ViewItem>, u64), Error> {
+    let state = projector.as_of(position).await?;
+    let policy = projector.sharing().in_force_at(position + 1).await?;
+    let version = policy.as_ref().map_or(0, |p| p.version());
+    let viewer = Viewer { principal, policy, at, limits };
+    Ok((select(&state, &viewer, model, Order::After(None), usize::MAX, |_| true, &|_| true), version))
+}
+
 type ItemStream = Pin<Box<dyn Stream<Item = Result<pb::ViewItem, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -505,33 +537,15 @@ impl pb::views_server::Views for Views {
         };
         let sharing = self.projector.sharing();
         let log_size = self.projector.store().log_size().await.map_err(|e| status(e.into()))?;
-        let (items, size, policy) = match r.as_of_position {
-            Some(p) if p >= log_size => {
-                return Err(Status::out_of_range(format!(
-                    "as_of_position: must be below the log size {log_size}, found {p}"
-                )));
-            }
-            Some(p) => {
-                let state = self.projector.as_of(p).await.map_err(status)?;
-                let policy = sharing.in_force_at(p + 1).await.map_err(|e| status(e.into()))?;
-                let viewer = Viewer { principal: &who, policy: policy.clone(), at: now(), limits: self.limits };
-                (select(&state, &viewer, model, order, limit, |_| true, &shown), p + 1, policy)
-            }
-            None => {
-                let policy = sharing.in_force_at(log_size).await.map_err(|e| status(e.into()))?;
-                let viewer = Viewer { principal: &who, policy: policy.clone(), at: now(), limits: self.limits };
-                self.projector
-                    .read(log_size, |state| {
-                        (
-                            select(state, &viewer, model, order, limit, |_| true, &shown),
-                            state.next_position,
-                            policy.clone(),
-                        )
-                    })
-                    .await
-                    .map_err(status)?
-            }
-        };
+        let policy = sharing.in_force_at(log_size).await.map_err(|e| status(e.into()))?;
+        let viewer = Viewer { principal: &who, policy: policy.clone(), at: now(), limits: self.limits };
+        let (items, size) = self
+            .projector
+            .read(log_size, |state| {
+                (select(state, &viewer, model, order, limit, |_| true, &shown), state.next_position)
+            })
+            .await
+            .map_err(status)?;
         tracing::info!(
             agency = %who.agency, user = %who.user, model = model.as_str(), items = items.len(), log_size = size,
             "read model queried"
