@@ -469,4 +469,139 @@ async fn mappa_level_2_category_1(mut s: TestServer) {
     .await;
 }
 
-accord_e2e::on_both_backends!(mappa_level_2_category_1);
+/// Recording about a nominal is not a way onto its case; the panel loses the joint view when the
+/// level falls; corrections show only what the user may see; only a role that may write a record
+/// may correct it.
+async fn the_case_is_who_registration_and_meetings_name(s: TestServer) {
+    let met = s.key("met-1");
+    let mut om = s.client("met-police", "om-1", &["offender_manager"]).await;
+    let mut kent = s.client("kent-police", "om-9", &["offender_manager", "mappa_coordinator"]).await;
+    let mut coordinator = s.client("london-mappa", "coord-1", &["mappa_coordinator"]).await;
+    let mut csc = s.client("london-csc", "sw-1", &["dtc_rep"]).await;
+    let now = now_secs();
+    let (reg, nominal) = nominal_registered("met-police", "om-1");
+    let bank = on_nominal(
+        EventDraft::new(
+            &format!("nominal-{nominal}"),
+            &pb::NotificationRequirementUpdated {
+                nominal_id: nominal.clone(),
+                kind: "bank_card".into(),
+                changed_fields: [("account_number".to_owned(), "12345678".to_owned())].into(),
+                notified_at: ts(now - 60),
+                due_by: ts(now + 86_400),
+                status: "on_time".into(),
+            },
+        ),
+        &nominal,
+        "met-police",
+        "om-1",
+        "offender_manager",
+    );
+    let r = try_append(&mut om, vec![reg.clone().sign(met), bank.sign(met)]).await.unwrap();
+
+    // Kent is not on the case: it cannot record about the nominal, register it again, or put
+    // itself on a panel by setting a level.
+    let kent_key = s.key("kent-1");
+    let risk = on_nominal(
+        EventDraft::new(
+            &format!("nominal-{nominal}"),
+            &pb::RiskAssessmentRecorded {
+                nominal_id: nominal.clone(),
+                tool: "rm2000".into(),
+                levels: [("overall".to_owned(), "low".to_owned())].into(),
+                assessor: "om-9".into(),
+                next_review: "2027-01-01".into(),
+                ..Default::default()
+            },
+        ),
+        &nominal,
+        "kent-police",
+        "om-9",
+        "offender_manager",
+    );
+    let err = try_append(&mut kent, vec![risk.sign(kent_key)]).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    assert!(err.message().contains("is not on nominal"), "{}", err.message());
+    let again = reg.author("kent-police", "om-9", "offender_manager");
+    let err = try_append(&mut kent, vec![again.sign(kent_key)]).await.unwrap_err();
+    assert!(matches!(err.code(), Code::Aborted | Code::AlreadyExists), "{err:?}");
+    let level = accord_e2e::mappa_level_set("kent-police", "om-9", &nominal, 2);
+    let err = try_append(&mut kent, vec![level.sign(kent_key)]).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    assert!(cases(&mut kent).await.is_empty(), "kent holds nothing of the nominal");
+
+    // A correction of the bank details: the offender manager sees the new value; a victim
+    // liaison officer of the same force sees neither the record's nor the correction's values.
+    let fix = record_corrected(
+        "met-police",
+        "om-1",
+        "offender_manager",
+        &format!("nominal-{nominal}"),
+        &r[1].event_id,
+        &[("changed_fields.account_number", "87654321")],
+    );
+    // A disclosure officer of the same force may not write notification records, so may not
+    // correct them either.
+    let mut officer = s.client("met-police", "do-1", &["disclosure_officer"]).await;
+    let by_officer = record_corrected(
+        "met-police",
+        "do-1",
+        "disclosure_officer",
+        &format!("nominal-{nominal}"),
+        &r[1].event_id,
+        &[("changed_fields.account_number", "0")],
+    );
+    let err = try_append(&mut officer, vec![by_officer.sign(met)]).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    try_append(&mut om, vec![fix.sign(met)]).await.expect("corrected");
+    let mine = &cases(&mut om).await[0];
+    assert_eq!(entry(mine, "notification").fields["account_number"], "87654321");
+    let mut solo = s.client("met-police", "solo-1", &["solo"]).await;
+    let records = query(&mut solo, ReadModel::AgencyRecords).await.unwrap().items;
+    for rec in &records {
+        for c in &rec.corrections {
+            assert!(c.fields.is_empty() && c.reason.is_empty(), "records list corrections by position only: {c:?}");
+        }
+    }
+    let probation_view = &cases(&mut s.client("probation-london", "pom-1", &["probation_om"]).await).await[0];
+    assert!(!all_text(probation_view).contains("8765"), "probation's view has no financial group");
+
+    // MAPPA level 2 with children's social care on the panel, then back to level 1: the panel's
+    // duty-to-co-operate agency no longer holds anything of the nominal.
+    let mkey = s.key("mappa-1");
+    let meeting = on_nominal(
+        EventDraft::new(
+            &format!("nominal-{nominal}"),
+            &pb::MappaMeetingHeld {
+                nominal_id: nominal.clone(),
+                meeting_id: uuid::Uuid::now_v7().to_string(),
+                meeting_type: "initial".into(),
+                level: 2,
+                chair: "coord-1".into(),
+                attendees: vec![pb::MappaAttendee { agency: "london-csc".into(), role: "dtc_rep".into() }],
+                minutes: "m".into(),
+                minutes_redacted: "r".into(),
+                disclosure_decision: String::new(),
+                next_review: "2027-01-01".into(),
+            },
+        ),
+        &nominal,
+        "london-mappa",
+        "coord-1",
+        "mappa_coordinator",
+    );
+    try_append(
+        &mut coordinator,
+        vec![accord_e2e::mappa_level_set("london-mappa", "coord-1", &nominal, 2).sign(mkey), meeting.sign(mkey)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(cases(&mut csc).await.len(), 1);
+    try_append(&mut coordinator, vec![accord_e2e::mappa_level_set("london-mappa", "coord-1", &nominal, 1).sign(mkey)])
+        .await
+        .unwrap();
+    assert!(cases(&mut csc).await.is_empty(), "off MAPPA management, the panel holds nothing");
+    assert_eq!(cases(&mut om).await.len(), 1, "the case still does");
+}
+
+accord_e2e::on_both_backends!(mappa_level_2_category_1, the_case_is_who_registration_and_meetings_name);

@@ -266,7 +266,26 @@ async fn sex_work_liaison_with_consent(s: TestServer) {
     assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
 
     let (consent, consent_id) = consent_recorded("met-police", "swlo-1", &person, &["solace-isva"]);
-    try_append(&mut swlo, vec![consent.sign(met)]).await.expect("consent recorded");
+    try_append(&mut swlo, vec![consent.clone().sign(met)]).await.expect("consent recorded");
+    // A consent cannot be recorded twice (which would reset who holds what under it).
+    let twice = consent.with(|b| b.event_id = uuid::Uuid::now_v7().to_string());
+    let err = try_append(&mut swlo, vec![twice.sign(met)]).await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "{}", err.message());
+    // A consent that has expired covers nothing, whatever occurred_at a referral claims.
+    let (old, old_id) = consent_recorded("met-police", "swlo-1", &person, &["solace-isva"]);
+    let now = now_secs();
+    let old = old.with(|b| {
+        b.occurred_at = Some(prost_types::Timestamp { seconds: now - 10 * 86_400, nanos: 0 });
+        let mut p = pb::ConsentRecorded::decode(b.payload.as_slice()).unwrap();
+        p.expires_at = Some(prost_types::Timestamp { seconds: now - 5 * 86_400, nanos: 0 });
+        b.payload = p.encode_to_vec();
+    });
+    try_append(&mut swlo, vec![old.sign(met)]).await.expect("an old consent");
+    let (late, _) = support_referral("met-police", "swlo-1", &old_id, &person, "solace-isva");
+    let late = late.with(|b| b.occurred_at = Some(prost_types::Timestamp { seconds: now - 7 * 86_400, nanos: 0 }));
+    let err = try_append(&mut swlo, vec![late.sign(met)]).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().contains("has expired"), "{}", err.message());
     // Outside the consent scope: another service is not named.
     let (outside, _) = support_referral("met-police", "swlo-1", &consent_id, &person, "safer-streets");
     let err = try_append(&mut swlo, vec![outside.sign(met)]).await.unwrap_err();

@@ -144,6 +144,18 @@ async fn prepare_in(
         Writer::System => None,
     };
     check_references(store, &p, &body, &payload, earlier).await?;
+    if let (Payload::RecordCorrected(_), Writer::Caller(_), Some(target)) = (&payload, writer, &body.supersedes) {
+        let corrected = match earlier.iter().find(|(b, _)| b.event_id == *target) {
+            Some((b, _)) => Some(b.clone()),
+            None => match store.event_by_id(target).await? {
+                Some(e) => Some(convert::event_body("corrected", &e.body)?),
+                None => None,
+            },
+        };
+        if let Some(c) = corrected {
+            check_append_as(sharing, &p, &body, c.event_type.as_str(), &c.addressees).await?;
+        }
+    }
     if let Payload::PolicyAdopted(adopted) = &payload {
         // Only once the author may adopt policy: a policy that does not validate is refused
         // before anything is written.
@@ -332,7 +344,7 @@ async fn check_references(
         | Payload::RiskManagementPlanUpdated(accord_domain::payload::RiskManagementPlanUpdated {
             nominal_id, ..
         }) => {
-            nominal_registered(store, p, nominal_id, earlier).await?;
+            on_the_case(store, p, nominal_id, author, earlier).await?;
         }
         Payload::MappaMeetingHeld(m) => {
             on_the_case(store, p, &m.nominal_id, author, earlier).await?;
@@ -568,13 +580,25 @@ async fn agency_facts(store: &Store, field: &str, agency: &AgencyId) -> Result<a
 /// Asks the sharing policy in force whether the author may append this event; returns the
 /// policy's version. Deny by default: no policy in force means nothing is allowed.
 async fn check_append_policy(sharing: &Sharing, p: &str, body: &accord_domain::EventBody) -> Result<u64> {
+    check_append_as(sharing, p, body, body.event_type.as_str(), &body.addressees).await
+}
+
+/// The append decision for `body` as if it were of `event_type` (a correction is allowed only to
+/// a role that may write what it corrects).
+async fn check_append_as(
+    sharing: &Sharing,
+    p: &str,
+    body: &accord_domain::EventBody,
+    event_type: &str,
+    addressees: &[AgencyId],
+) -> Result<u64> {
     let store = sharing.store();
     let policy = sharing
         .current()
         .ok_or_else(|| Error::Denied(format!("{p}: no sharing policy is in force, so nothing may be appended")))?;
     let author = agency_facts(store, &format!("{p}.body.author.agency"), &body.author.agency).await?;
-    let mut addressee_kinds = Vec::with_capacity(body.addressees.len());
-    for (i, a) in body.addressees.iter().enumerate() {
+    let mut addressee_kinds = Vec::with_capacity(addressees.len());
+    for (i, a) in addressees.iter().enumerate() {
         let rec = store
             .agency(a.as_str())
             .await?
@@ -586,8 +610,8 @@ async fn check_append_policy(sharing: &Sharing, p: &str, body: &accord_domain::E
     let roles = [body.author.role.clone()];
     let actor = accord_policy::Actor { agency: facts, user: body.author.user.as_str(), roles: &roles };
     let record = accord_policy::RecordFacts {
-        event_type: body.event_type.as_str(),
-        kind: accord_policy::record_kind(body.event_type.as_str()),
+        event_type,
+        kind: accord_policy::record_kind(event_type),
         author: facts,
         tags: &body.sensitivity,
     };
@@ -598,7 +622,7 @@ async fn check_append_policy(sharing: &Sharing, p: &str, body: &accord_domain::E
             body.author.role,
             body.author.agency,
             author.kind.as_str(),
-            body.event_type,
+            event_type,
             d.policy_version,
             d.policy_ids.join(", ")
         )));

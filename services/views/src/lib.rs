@@ -78,6 +78,12 @@ pub struct Progress {
 
 async fn load_state(store: &Store) -> Result<State> {
     let next = store.view_checkpoint(PROJECTION).await?;
+    if next == 0 {
+        // No checkpoint for this projection: rows left by an earlier projection (an older
+        // `PROJECTION` name) are not this fold's; start from zero on an empty table.
+        store.reset_views(PROJECTION).await?;
+        return Ok(State::default());
+    }
     let rows = store.all_view_rows().await?;
     State::from_rows(rows, next).map_err(Error::Corrupt)
 }

@@ -1130,6 +1130,27 @@ impl State {
             holders.extend(n.panel.iter().cloned());
         }
         let first_position = n.entries.first().map_or(position, |x| x.position);
+        // Agencies that held the joint view but no longer may (the level fell below 2, so the
+        // panel no longer receives it) keep an empty item: nothing of the nominal stays visible.
+        let former: Vec<String> = self
+            .items
+            .range((Model::MappaCases, String::new(), String::new())..)
+            .take_while(|((m, _, _), _)| *m == Model::MappaCases)
+            .filter(|((_, a, id), item)| {
+                id == nid && !holders.contains(a) && matches!(&item.content, Content::Case(c) if !c.entries.is_empty())
+            })
+            .map(|((_, a, _), _)| a.clone())
+            .collect();
+        for agency in former {
+            let key: Key = (Model::MappaCases, agency, nid.to_owned());
+            self.update_item(&key, position, |item| {
+                if let Content::Case(c) = &mut item.content {
+                    c.entries.clear();
+                    c.panel.clear();
+                }
+                item.rel = Rel::default();
+            });
+        }
         for agency in &holders {
             let Some(facts) = self.agency(agency) else { continue };
             let mut entries = Vec::new();
@@ -1153,7 +1174,17 @@ impl State {
                     entries.push((x.clone(), rel));
                 }
             }
+            let item_key: Key = (Model::MappaCases, agency.to_string(), nid.to_owned());
             if entries.is_empty() {
+                if matches!(self.items.get(&item_key), Some(old) if matches!(&old.content, Content::Case(c) if !c.entries.is_empty()))
+                {
+                    self.update_item(&item_key, position, |item| {
+                        if let Content::Case(c) = &mut item.content {
+                            c.entries.clear();
+                            c.panel.clear();
+                        }
+                    });
+                }
                 continue;
             }
             let case = Case {
@@ -1162,7 +1193,6 @@ impl State {
                 panel: if under_mappa { n.panel.iter().cloned().collect() } else { Vec::new() },
                 entries,
             };
-            let item_key: Key = (Model::MappaCases, agency.to_string(), nid.to_owned());
             if matches!(self.items.get(&item_key), Some(old) if old.content == Content::Case(case.clone())) {
                 continue;
             }

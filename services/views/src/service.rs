@@ -468,12 +468,19 @@ fn select(
         Order::After(after) => Box::new(state.items(model, agency, after)),
         Order::NewestBefore(before) => Box::new(state.items_newest_first(model, agency, before)),
     };
-    items
-        .filter(|(_, item)| keep(item))
-        .filter_map(|(id, item)| viewer.render(state, id, item))
-        .filter(|i| shown(i))
-        .take(limit)
-        .collect()
+    let mut out: Vec<pb::ViewItem> = Vec::new();
+    for i in items.filter(|(_, item)| keep(item)).filter_map(|(id, item)| viewer.render(state, id, item)) {
+        if !shown(&i) {
+            continue;
+        }
+        // A page never ends inside one position's items (one event can change several items of
+        // one agency), so resuming after the last position received skips nothing.
+        if out.len() >= limit && out.last().is_none_or(|last| last.position != i.position) {
+            break;
+        }
+        out.push(i);
+    }
+    out
 }
 
 /// The caseload filters of a query, on the case as the caller sees it.
@@ -603,7 +610,7 @@ impl pb::views_server::Views for Views {
                         return;
                     }
                 };
-                let full = batch.len() == MAX_LIMIT as usize;
+                let full = batch.len() >= MAX_LIMIT as usize;
                 for item in batch {
                     after = Some(item.position);
                     if tx.send(Ok(item)).await.is_err() {
