@@ -463,8 +463,14 @@ macro_rules! backend {
                     .collect()
             }
 
-            pub(crate) async fn all_view_rows(pool: &sqlx::Pool<DB>) -> Result<Vec<crate::ViewRow>> {
-                sqlx::query("SELECT model, agency, item_id, position, doc FROM view_items ORDER BY model, agency, item_id")
+            pub(crate) async fn view_rows_page(pool: &sqlx::Pool<DB>, after: Option<(&str, &str, &str)>, limit: u32) -> Result<Vec<crate::ViewRow>> {
+                let (m, a, i) = after.unwrap_or(("", "", ""));
+                sqlx::query("SELECT model, agency, item_id, position, doc FROM view_items \
+                             WHERE (model, agency, item_id) > ($1, $2, $3) ORDER BY model, agency, item_id LIMIT $4")
+                    .bind(m)
+                    .bind(a)
+                    .bind(i)
+                    .bind(i64::from(limit))
                     .fetch_all(pool)
                     .await
                     .map_err(db("reading the read models"))?

@@ -495,9 +495,10 @@ impl Store {
         dispatch!(&self.inner.db, |q, pool| q::view_rows(pool, model, agency, after, limit).await)
     }
 
-    /// Every read-model row, ordered by model, agency and item (to restore a projection's state).
-    pub async fn all_view_rows(&self) -> Result<Vec<ViewRow>> {
-        dispatch!(&self.inner.db, |q, pool| q::all_view_rows(pool).await)
+    /// Read-model rows after `after` (model, agency, item id) in that order, at most `limit`: to
+    /// restore a projection's state page by page without holding every row twice.
+    pub async fn view_rows_page(&self, after: Option<(&str, &str, &str)>, limit: u32) -> Result<Vec<ViewRow>> {
+        dispatch!(&self.inner.db, |q, pool| q::view_rows_page(pool, after, limit).await)
     }
 
     /// Drops every read-model row and `projection`'s checkpoint, for a rebuild from zero.

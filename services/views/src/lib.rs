@@ -23,6 +23,9 @@ pub use service::{DisclosureLimits, Views, answer_as_of};
 /// Events read and applied per transaction.
 pub const BATCH: u32 = 2000;
 
+/// Rows read per page when restoring the read models on start.
+const RESTORE_PAGE: u32 = 5000;
+
 /// Why projecting failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -84,8 +87,21 @@ async fn load_state(store: &Store) -> Result<State> {
         store.reset_views(PROJECTION).await?;
         return Ok(State::default());
     }
-    let rows = store.all_view_rows().await?;
-    State::from_rows(rows, next).map_err(Error::Corrupt)
+    let mut state = State::resuming_at(next);
+    let mut after: Option<(String, String, String)> = None;
+    loop {
+        let page = store
+            .view_rows_page(after.as_ref().map(|(m, a, i)| (m.as_str(), a.as_str(), i.as_str())), RESTORE_PAGE)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.model.clone(), last.agency.clone(), last.item_id.clone()));
+        let n = page.len();
+        state.restore(page).map_err(Error::Corrupt)?;
+        if n < RESTORE_PAGE as usize {
+            break;
+        }
+    }
+    Ok(state)
 }
 
 /// Applies the events of `page` to `state`.

@@ -384,9 +384,14 @@ fn stream_id<'a>(stream: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 impl State {
-    /// Restores a state from stored rows and the checkpoint.
-    pub fn from_rows(rows: Vec<ViewRow>, next_position: u64) -> Result<State, String> {
-        let mut s = State { next_position, ..State::default() };
+    /// An empty state that resumes at `next_position` once its rows are [`State::restore`]d.
+    pub fn resuming_at(next_position: u64) -> State {
+        State { next_position, ..State::default() }
+    }
+
+    /// Restores stored rows into the state.
+    pub fn restore(&mut self, rows: Vec<ViewRow>) -> Result<(), String> {
+        let s = self;
         for r in rows {
             if r.model == AUX {
                 let aux: Aux = serde_json::from_slice(&r.doc).map_err(|e| format!("aux row {}: {e}", r.item_id))?;
@@ -399,7 +404,7 @@ impl State {
                 s.items.insert((model, r.agency, r.item_id), item);
             }
         }
-        Ok(s)
+        Ok(())
     }
 
     /// The rows changed since the last call, ready to store.
