@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use accord_ledger::{Sharing, convert};
 use accord_store::{Store, Visibility};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, RwLock, watch};
 
 pub use projection::{Model, PROJECTION, State};
 pub use service::{DisclosureLimits, Views, answer_as_of};
@@ -58,7 +58,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Runs the projection: keeps the read models in step with the log.
 pub struct Projector {
     sharing: Arc<Sharing>,
-    state: Mutex<State>,
+    /// The read models; written only while a decoded batch is applied.
+    state: RwLock<State>,
+    /// Held by the one catch-up (or rebuild) running.
+    applying: Mutex<()>,
     applied: watch::Sender<u64>,
 }
 
@@ -104,15 +107,34 @@ async fn load_state(store: &Store) -> Result<State> {
     Ok(state)
 }
 
-/// Applies the events of `page` to `state`.
-async fn apply_page(sharing: &Sharing, state: &mut State, events: &[accord_store::RecordedEvent]) -> Result<()> {
+/// Decodes a page of recorded events (outside any lock) and makes sure the policy history covers
+/// them.
+async fn decode_page(
+    sharing: &Sharing,
+    events: Vec<accord_store::RecordedEvent>,
+) -> Result<Vec<(accord_store::RecordedEvent, accord_domain::EventBody, accord_domain::payload::Payload)>> {
+    if let Some(last) = events.last() {
+        // Reads the log's adoptions up to here; every earlier position then uses what it knows.
+        sharing.in_force_at(last.position).await?;
+    }
+    let mut out = Vec::with_capacity(events.len());
     for e in events {
         let at = format!("position {}", e.position);
         let body = convert::event_body(&at, &e.body)?;
         let payload = convert::payload(&at, &body)?;
-        // Reads the log's adoptions up to here; entries of earlier positions then use what it knows.
-        sharing.in_force_at(e.position).await?;
-        state.apply(e, &body, &payload, &|p| sharing.known_at(p)).map_err(|e| Error::Corrupt(e.to_string()))?;
+        out.push((e, body, payload));
+    }
+    Ok(out)
+}
+
+/// Applies decoded events to `state`.
+fn apply_decoded(
+    sharing: &Sharing,
+    state: &mut State,
+    events: &[(accord_store::RecordedEvent, accord_domain::EventBody, accord_domain::payload::Payload)],
+) -> Result<()> {
+    for (e, body, payload) in events {
+        state.apply(e, body, payload, &|p| sharing.known_at(p)).map_err(|e| Error::Corrupt(e.to_string()))?;
     }
     Ok(())
 }
@@ -122,7 +144,7 @@ impl Projector {
     pub async fn open(sharing: Arc<Sharing>) -> Result<Arc<Projector>> {
         let state = load_state(sharing.store()).await?;
         let (applied, _) = watch::channel(state.next_position);
-        Ok(Arc::new(Projector { sharing, state: Mutex::new(state), applied }))
+        Ok(Arc::new(Projector { sharing, state: RwLock::new(state), applying: Mutex::new(()), applied }))
     }
 
     /// The store.
@@ -141,38 +163,47 @@ impl Projector {
     }
 
     /// Applies everything recorded so far, batch by batch, each batch committed with the
-    /// checkpoint. On any failure the in-memory state is reloaded from the database, so it never
-    /// runs ahead of what is stored.
+    /// checkpoint. One catch-up runs at a time; readers are held off only while a decoded batch
+    /// is applied in memory, not while it is read, decoded or committed. Readers may see a batch
+    /// a moment before its rows are committed: it is derived from events already durable in the
+    /// log, and a failed commit reloads the same state from the database and applies it again.
     pub async fn catch_up(&self) -> Result<Progress> {
-        let mut state = self.state.lock().await;
-        let r = self.catch_up_locked(&mut state).await;
+        let _one = self.applying.lock().await;
+        let r = self.catch_up_inner().await;
         if r.is_err() {
             match load_state(self.store()).await {
-                Ok(s) => *state = s,
+                Ok(s) => *self.state.write().await = s,
                 Err(e) => tracing::error!(error = %e, "reloading the read models failed"),
             }
         }
-        self.applied.send_replace(state.next_position);
+        self.applied.send_replace(self.state.read().await.next_position);
         r
     }
 
-    async fn catch_up_locked(&self, state: &mut State) -> Result<Progress> {
+    /// Catches up; the caller holds `applying`.
+    async fn catch_up_inner(&self) -> Result<Progress> {
         let store = self.store();
-        let mut progress = Progress { next_position: state.next_position, ..Progress::default() };
+        let mut progress = Progress { next_position: self.state.read().await.next_position, ..Progress::default() };
         loop {
-            let from = state.next_position;
+            let from = self.state.read().await.next_position;
             let page = store.read_all(from, BATCH, &Visibility::All).await?;
             if page.events.is_empty() {
                 break;
             }
+            let (next_page, log_size) = (page.next, page.log_size);
             let started = Instant::now();
-            apply_page(&self.sharing, state, &page.events).await?;
-            let rows = state.take_changes();
             let n = page.events.len() as u64;
-            if !store.commit_views(PROJECTION, from, state.next_position, &rows).await? {
+            let decoded = decode_page(&self.sharing, page.events).await?;
+            let (rows, to) = {
+                let mut state = self.state.write().await;
+                apply_decoded(&self.sharing, &mut state, &decoded)?;
+                (state.take_changes(), state.next_position)
+            };
+            if !store.commit_views(PROJECTION, from, to, &rows).await? {
                 // Another process applied this range first: take its rows and go on from there.
                 tracing::debug!(from, "read models advanced by another process; reloading");
-                *state = load_state(store).await?;
+                let reloaded = load_state(store).await?;
+                *self.state.write().await = reloaded;
                 continue;
             }
             progress.events += n;
@@ -184,12 +215,12 @@ impl Projector {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "projection batch"
             );
-            self.applied.send_replace(state.next_position);
-            if page.next >= page.log_size {
+            self.applied.send_replace(to);
+            if next_page >= log_size {
                 break;
             }
         }
-        progress.next_position = state.next_position;
+        progress.next_position = self.state.read().await.next_position;
         Ok(progress)
     }
 
@@ -198,7 +229,7 @@ impl Projector {
         if *self.applied.borrow() < min_size {
             self.catch_up().await?;
         }
-        let state = self.state.lock().await;
+        let state = self.state.read().await;
         Ok(f(&state))
     }
 
@@ -212,7 +243,8 @@ impl Projector {
             if events.is_empty() {
                 break;
             }
-            apply_page(&self.sharing, &mut state, &events).await?;
+            let decoded = decode_page(&self.sharing, events).await?;
+            apply_decoded(&self.sharing, &mut state, &decoded)?;
         }
         state.take_changes();
         Ok(state)
@@ -250,19 +282,20 @@ impl Projector {
     /// Drops every read-model row and replays the log from zero; returns what was done and the
     /// digest of the result.
     pub async fn rebuild(&self) -> Result<(Progress, [u8; 32])> {
-        let mut state = self.state.lock().await;
+        let _one = self.applying.lock().await;
         self.store().reset_views(PROJECTION).await?;
-        *state = State::default();
-        let progress = self.catch_up_locked(&mut state).await;
+        *self.state.write().await = State::default();
+        let progress = self.catch_up_inner().await;
         if progress.is_err() {
-            *state = load_state(self.store()).await?;
+            *self.state.write().await = load_state(self.store()).await?;
         }
+        let state = self.state.read().await;
         self.applied.send_replace(state.next_position);
         Ok((progress?, state.digest()))
     }
 
     /// The digest of the current read models.
     pub async fn digest(&self) -> [u8; 32] {
-        self.state.lock().await.digest()
+        self.state.read().await.digest()
     }
 }
