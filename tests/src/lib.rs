@@ -279,6 +279,18 @@ pub fn encompass_notification(agency: &str, user: &str, to: &str, urn: &str) -> 
     (draft, id)
 }
 
+/// An acknowledgement of Operation Encompass notification `id` by `user`, the DSL of `school`.
+pub fn encompass_acknowledgement(school: &str, user: &str, id: &str) -> EventDraft {
+    EventDraft::new(
+        &format!("encompass-{id}"),
+        &pb::EncompassNotificationAcknowledged { notification_id: id.into(), acknowledged_by: user.into() },
+    )
+    .author(school, user, "dsl")
+    .legal_basis("DAA2021-s49A", "acknowledge an Operation Encompass notification")
+    .subject("agency", school)
+    .regime(pb::Regime::UkGdpr)
+}
+
 /// Appends through the generated client, returning the gRPC status on refusal.
 pub async fn try_append(c: &mut Client, events: Vec<pb::SignedEvent>) -> Result<Vec<pb::Receipt>, tonic::Status> {
     c.ledger().append(pb::AppendRequest { events }).await.map(|r| r.into_inner().receipts)

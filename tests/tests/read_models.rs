@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use accord_client::{Client, EventDraft};
 use accord_e2e::{
-    TestServer, consent_recorded, encompass_notification, now_secs, query, query_as_of, record_corrected,
-    support_referral, try_append,
+    TestServer, consent_recorded, encompass_acknowledgement as ack, encompass_notification, now_secs, query,
+    query_as_of, record_corrected, support_referral, try_append,
 };
 use accord_proto::v1::{self as pb, ReadModel};
 use prost::Message;
@@ -64,17 +64,6 @@ fn with_deadline(d: EventDraft, deadline_secs: i64) -> EventDraft {
         p.deadline = Some(prost_types::Timestamp { seconds: deadline_secs, nanos: 0 });
         b.payload = p.encode_to_vec();
     })
-}
-
-fn ack(school: &str, user: &str, id: &str) -> EventDraft {
-    EventDraft::new(
-        &format!("encompass-{id}"),
-        &pb::EncompassNotificationAcknowledged { notification_id: id.into(), acknowledged_by: user.into() },
-    )
-    .author(school, user, "dsl")
-    .legal_basis("DAA2021-s49A", "acknowledge an Operation Encompass notification")
-    .subject("agency", school)
-    .regime(pb::Regime::UkGdpr)
 }
 
 /// Scenario 2: an incident on a Saturday night involves two children at two schools; each DSL is
