@@ -29,6 +29,8 @@
 //! ACCORD_BENCH_QUERY_ITEMS (notifications per school on the small log, default 3000). Writes
 //! target/bench/views.md. The PostgreSQL databases it creates are dropped at the end.
 //!
+//! Each part runs on each backend in a process of its own (a heap that held a million events
+//! slows the allocator for whatever runs next in that process), whose rows the parent collects.
 //! Every table gives the CPU cores this benchmark (with its children) and everything else on the
 //! machine (PostgreSQL included) used meanwhile, from /proc: on a shared machine, a phase that ran
 //! while something else was busy reads accordingly. Needs Linux (/proc) for RSS and CPU figures.
@@ -819,15 +821,105 @@ async fn stop(s: TestServer) {
     }
 }
 
-fn main() {
-    if let Ok(role) = std::env::var("ACCORD_BENCH_CHILD") {
-        child(&role);
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let backends = std::env::var("ACCORD_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
-    let parts = std::env::var("ACCORD_BENCH_PARTS").unwrap_or_else(|_| "rebuild,lag,query".into());
-    let part = |p: &str| parts.split(',').any(|x| x.trim() == p);
+/// Prints one row of one report table for the parent process to collect.
+fn emit(table: &str, row: String) {
+    println!("ROW {table} {row}");
+}
+
+fn load_md(r: &RebuildRow) -> String {
+    format!(
+        "| {} | {} | {:.1} | {:.1} | {:.0} | {:.1} ms | {:.1} ms | {:.1} | {} ({:.0}) | {:.2} GiB | {:.2} / {:.2} |",
+        r.backend,
+        r.load.events,
+        r.load.sign_secs,
+        r.load.secs,
+        r.load.events as f64 / r.load.secs,
+        ms(r.load.p50),
+        ms(r.load.p99),
+        r.projected_after_load,
+        r.view_rows.0,
+        r.view_rows.1 as f64 / (1024.0 * 1024.0),
+        gib(r.server_hwm_kib),
+        r.load.cpu.0,
+        r.load.cpu.1
+    )
+}
+
+fn rebuild_md(r: &RebuildRow) -> String {
+    let events = f(&r.rebuild, "events");
+    let secs = f(&r.rebuild, "rebuild_secs");
+    format!(
+        "| {} | {events:.0} | {:.0} | {:.1} | {secs:.1} | {:.1} | {:.0} | {:.2} GiB | {:.1} | {:.1} | {:.2} GiB | {:.1} | {} | {:.2} / {:.2} |",
+        r.backend,
+        f(&r.rebuild, "batches"),
+        f(&r.rebuild, "drop_secs"),
+        f(&r.rebuild, "digest_secs"),
+        events / secs,
+        gib(f(&r.rebuild, "hwm_kib") as u64),
+        f(&r.rebuild, "fold_secs"),
+        f(&r.restore, "restore_secs"),
+        gib(f(&r.restore, "hwm_kib") as u64),
+        f(&r.rebuild, "as_of_secs"),
+        if r.rebuild.get("digest") == r.restore.get("digest") { "yes" } else { "**no**" },
+        f(&r.rebuild, "cpu_own"),
+        f(&r.rebuild, "cpu_others")
+    )
+}
+
+fn lag_md(r: &LagRow) -> String {
+    format!(
+        "| {} | {} | {} | {} | {:.0} | {:.1} ms | {:.1} ms | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {:.2} / {:.2} |",
+        r.backend,
+        r.target_rate,
+        r.clients,
+        r.events,
+        r.achieved_rate,
+        ms(r.append_p50),
+        ms(r.append_p99),
+        r.received,
+        r.lag_p50,
+        r.lag_p99,
+        r.lag_max,
+        r.negative,
+        r.queries.as_ref().map_or_else(
+            || "none".to_owned(),
+            |q| format!(
+                "{}, {} ({:.0} items each), {:.1} / {:.1} / {:.1} ms",
+                q.clients,
+                q.queries,
+                q.items,
+                ms(q.p50),
+                ms(q.p99),
+                ms(q.max)
+            )
+        ),
+        r.cpu.0,
+        r.cpu.1
+    )
+}
+
+fn query_md(r: &QueryRow) -> String {
+    format!(
+        "| {} | {} | {} | {} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} / {:.2} |",
+        r.backend,
+        r.log,
+        r.model,
+        r.held,
+        r.clients,
+        r.queries,
+        r.queries as f64 / r.secs,
+        ms(r.p50),
+        ms(r.p99),
+        ms(r.max),
+        r.cpu.0,
+        r.cpu.1
+    )
+}
+
+/// Runs one part of the benchmark on one backend, in a process of its own (a heap shaped by an
+/// earlier part — a million events loaded and freed — slows the allocator for the next), and
+/// prints its rows.
+fn phase(part: &str, backend: Backend) {
     let rebuild_events = env_usize("ACCORD_BENCH_REBUILD_EVENTS", 1_000_000);
     let rebuild_events_pg = env_usize("ACCORD_BENCH_REBUILD_EVENTS_POSTGRES", rebuild_events.min(300_000));
     let workers = env_usize("ACCORD_BENCH_LOAD_WORKERS", 8);
@@ -836,23 +928,14 @@ fn main() {
     let lag_clients = env_usize("ACCORD_BENCH_LAG_CLIENTS", 4);
     let lag_query_clients = env_usize("ACCORD_BENCH_LAG_QUERY_CLIENTS", 2);
     let query_items = env_usize("ACCORD_BENCH_QUERY_ITEMS", 3000);
-
-    let mut rebuilds = Vec::new();
-    let mut lags = Vec::new();
-    let mut query_rows = Vec::new();
-    let started = Instant::now();
+    let with_queries = std::env::var("ACCORD_BENCH_PARTS").map_or(true, |p| p.split(',').any(|x| x.trim() == "query"));
+    let label = backend_name(backend);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        for backend in [Backend::Sqlite, Backend::Postgres] {
-            let name = if backend == Backend::Sqlite { "sqlite" } else { "postgres" };
-            if !backends.split(',').any(|b| b.trim() == name) {
-                continue;
-            }
-            let label = backend_name(backend);
-            if part("rebuild") {
-                let Some(s) = start(backend).await else { continue };
+        match part {
+            "rebuild" => {
+                let Some(s) = start(backend).await else { return };
                 let n = if backend == Backend::Postgres { rebuild_events_pg } else { rebuild_events };
-                // Peak RSS from here on (the previous backend's server is gone).
-                let _ = std::fs::write("/proc/self/clear_refs", "5");
                 println!("{label}: loading {n} events with {workers} workers…");
                 let load = load(&s, n, workers).await;
                 println!(
@@ -867,10 +950,14 @@ fn main() {
                 println!("{label}: live read models caught up {projected_after_load:.1} s after the last append");
                 let server_hwm_kib = proc_status_kib("VmHWM:");
                 let view_rows = view_stats(&s.database_url).await;
-                if part("query") {
+                if with_queries {
                     let log = format!("{} events", load.events);
+                    let mut rows = Vec::new();
                     // Every loaded event but the schools' acknowledgements is the force's.
-                    queries(&s, &log, load.per_school[0], load.events - load.acks, &mut query_rows).await;
+                    queries(&s, &log, load.per_school[0], load.events - load.acks, &mut rows).await;
+                    for r in &rows {
+                        emit("query", query_md(r));
+                    }
                 }
                 let restore = run_child("restore", &s.database_url).await;
                 println!("{label}: restored from rows in {:.1} s", f(&restore, "restore_secs"));
@@ -882,21 +969,16 @@ fn main() {
                     f(&rebuild, "drop_secs"),
                     gib(f(&rebuild, "hwm_kib") as u64)
                 );
-                rebuilds.push(RebuildRow {
-                    backend: label,
-                    load,
-                    projected_after_load,
-                    server_hwm_kib,
-                    view_rows,
-                    restore,
-                    rebuild,
-                });
+                let row =
+                    RebuildRow { backend: label, load, projected_after_load, server_hwm_kib, view_rows, restore, rebuild };
+                emit("load", load_md(&row));
+                emit("rebuild", rebuild_md(&row));
                 stop(s).await;
             }
-            if part("lag") {
+            "lag" => {
                 let runs = if lag_query_clients > 0 { vec![0, lag_query_clients] } else { vec![0] };
                 for query_clients in runs {
-                    let Some(s) = start(backend).await else { break };
+                    let Some(s) = start(backend).await else { return };
                     // The run with queries is shorter: it is there for the queries' latency.
                     let secs = if query_clients == 0 { lag_secs } else { lag_secs.div_ceil(2) };
                     let row = lag(&s, rate, secs, lag_clients, query_clients).await;
@@ -904,134 +986,104 @@ fn main() {
                         "{label}: {:.0} events/s appended; lag p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} of {} received; {query_clients} querying)",
                         row.achieved_rate, row.lag_p50, row.lag_p99, row.lag_max, row.received, row.events
                     );
-                    lags.push(row);
+                    emit("lag", lag_md(&row));
                     stop(s).await;
                 }
             }
-            if part("query") {
-                let Some(s) = start(backend).await else { continue };
+            "query" => {
+                let Some(s) = start(backend).await else { return };
                 small_log(&s, query_items).await;
                 let log = format!("{} events", s.store().log_size().await.expect("size"));
-                queries(&s, &log, query_items, 2 * query_items, &mut query_rows).await;
+                let mut rows = Vec::new();
+                queries(&s, &log, query_items, 2 * query_items, &mut rows).await;
+                for r in &rows {
+                    emit("query", query_md(r));
+                }
                 stop(s).await;
             }
+            other => panic!("unknown part {other}"),
         }
     });
+}
 
+fn main() {
+    if let Ok(role) = std::env::var("ACCORD_BENCH_CHILD") {
+        child(&role);
+        return;
+    }
+    if let Ok(p) = std::env::var("ACCORD_BENCH_PHASE") {
+        let (part, backend) = p.split_once(':').expect("part:backend");
+        phase(part, if backend == "postgres" { Backend::Postgres } else { Backend::Sqlite });
+        return;
+    }
+    let backends = std::env::var("ACCORD_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    let parts = std::env::var("ACCORD_BENCH_PARTS").unwrap_or_else(|_| "rebuild,lag,query".into());
+    let workers = env_usize("ACCORD_BENCH_LOAD_WORKERS", 8);
+    let started = Instant::now();
+    let mut rows: HashMap<String, Vec<String>> = HashMap::new();
+    for backend in ["sqlite", "postgres"] {
+        if !backends.split(',').any(|b| b.trim() == backend) {
+            continue;
+        }
+        for part in ["rebuild", "lag", "query"] {
+            if !parts.split(',').any(|p| p.trim() == part) {
+                continue;
+            }
+            let mut child = std::process::Command::new(std::env::current_exe().expect("current exe"))
+                .env("ACCORD_BENCH_PHASE", format!("{part}:{backend}"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .expect("phase process starts");
+            let out = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+            for line in std::io::BufRead::lines(out) {
+                let line = line.expect("phase output");
+                match line.strip_prefix("ROW ").and_then(|r| r.split_once(' ')) {
+                    Some((table, row)) => rows.entry(table.to_owned()).or_default().push(row.to_owned()),
+                    None => println!("{line}"),
+                }
+            }
+            let status = child.wait().expect("phase process");
+            if !status.success() {
+                println!("{part} on {backend} failed: {status}");
+            }
+        }
+    }
+
+    let tables = [
+        (
+            "load",
+            format!("Load (through gRPC, {workers} workers, 500 events per request, pre-signed):"),
+            "| backend | events | signing (s) | load (s) | events/s | p50 request | p99 request | live read models caught up after load (s) | read-model rows (JSON MiB) | bench process peak RSS | CPU cores: bench / others |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ),
+        (
+            "rebuild",
+            "Rebuild and restore (each a process of its own):".to_owned(),
+            "| backend | events applied | batches | drop rows (s) | rebuild (s) | of which digest (s) | events/s | rebuild peak RSS | fold only, no writes (s) | restore from rows (s) | restore peak RSS | as-of answer, middle of log (s) | digests equal | CPU cores during rebuild: rebuild / others |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        ),
+        (
+            "lag",
+            format!(
+                "Projection lag (Encompass notifications, {LAG_BATCH} per request, paced; two school-inbox subscribers):"
+            ),
+            "| backend | target events/s | clients | events | achieved events/s | p50 append | p99 append | items received | lag p50 | lag p99 | lag max | lag < 0 | concurrent inbox queries: clients, queries, p50 / p99 / max | CPU cores: bench / others |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        ),
+        (
+            "query",
+            "Query (limit 100, concurrent clients):".to_owned(),
+            "| backend | log | read model | items held | clients | queries | queries/s | p50 | p99 | max | CPU cores: bench / others |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ),
+    ];
     let mut md = String::new();
-    if !rebuilds.is_empty() {
-        writeln!(md, "Load (through gRPC, {workers} workers, 500 events per request, pre-signed):\n").unwrap();
-        writeln!(md, "| backend | events | signing (s) | load (s) | events/s | p50 request | p99 request | live read models caught up after load (s) | read-model rows (JSON MiB) | bench process peak RSS | CPU cores: bench / others |").unwrap();
-        writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|").unwrap();
-        for r in &rebuilds {
-            writeln!(
-                md,
-                "| {} | {} | {:.1} | {:.1} | {:.0} | {:.1} ms | {:.1} ms | {:.1} | {} ({:.0}) | {:.2} GiB | {:.2} / {:.2} |",
-                r.backend,
-                r.load.events,
-                r.load.sign_secs,
-                r.load.secs,
-                r.load.events as f64 / r.load.secs,
-                ms(r.load.p50),
-                ms(r.load.p99),
-                r.projected_after_load,
-                r.view_rows.0,
-                r.view_rows.1 as f64 / (1024.0 * 1024.0),
-                gib(r.server_hwm_kib),
-                r.load.cpu.0,
-                r.load.cpu.1
-            )
-            .unwrap();
+    for (name, title, header) in tables {
+        let Some(rows) = rows.get(name) else { continue };
+        writeln!(md, "{title}\n\n{header}").unwrap();
+        for r in rows {
+            writeln!(md, "{r}").unwrap();
         }
-        writeln!(md, "\nRebuild and restore (each a process of its own):\n").unwrap();
-        writeln!(md, "| backend | events applied | batches | drop rows (s) | rebuild (s) | of which digest (s) | events/s | rebuild peak RSS | fold only, no writes (s) | restore from rows (s) | restore peak RSS | as-of answer, middle of log (s) | digests equal | CPU cores during rebuild: rebuild / others |").unwrap();
-        writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|").unwrap();
-        for r in &rebuilds {
-            let events = f(&r.rebuild, "events");
-            let secs = f(&r.rebuild, "rebuild_secs");
-            writeln!(
-                md,
-                "| {} | {events:.0} | {:.0} | {:.1} | {secs:.1} | {:.1} | {:.0} | {:.2} GiB | {:.1} | {:.1} | {:.2} GiB | {:.1} | {} | {:.2} / {:.2} |",
-                r.backend,
-                f(&r.rebuild, "batches"),
-                f(&r.rebuild, "drop_secs"),
-                f(&r.rebuild, "digest_secs"),
-                events / secs,
-                gib(f(&r.rebuild, "hwm_kib") as u64),
-                f(&r.rebuild, "fold_secs"),
-                f(&r.restore, "restore_secs"),
-                gib(f(&r.restore, "hwm_kib") as u64),
-                f(&r.rebuild, "as_of_secs"),
-                if r.rebuild.get("digest") == r.restore.get("digest") { "yes" } else { "**no**" },
-                f(&r.rebuild, "cpu_own"),
-                f(&r.rebuild, "cpu_others")
-            )
-            .unwrap();
-        }
+        writeln!(md).unwrap();
     }
-    if !lags.is_empty() {
-        writeln!(md, "\nProjection lag (Encompass notifications, {LAG_BATCH} per request, paced; two school-inbox subscribers):\n").unwrap();
-        writeln!(md, "| backend | target events/s | clients | events | achieved events/s | p50 append | p99 append | items received | lag p50 | lag p99 | lag max | lag < 0 | concurrent inbox queries: clients, queries, p50 / p99 / max | CPU cores: bench / others |").unwrap();
-        writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|").unwrap();
-        for r in &lags {
-            writeln!(
-                md,
-                "| {} | {} | {} | {} | {:.0} | {:.1} ms | {:.1} ms | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {:.2} / {:.2} |",
-                r.backend,
-                r.target_rate,
-                r.clients,
-                r.events,
-                r.achieved_rate,
-                ms(r.append_p50),
-                ms(r.append_p99),
-                r.received,
-                r.lag_p50,
-                r.lag_p99,
-                r.lag_max,
-                r.negative,
-                r.queries.as_ref().map_or_else(
-                    || "none".to_owned(),
-                    |q| format!(
-                        "{}, {} ({:.0} items each), {:.1} / {:.1} / {:.1} ms",
-                        q.clients,
-                        q.queries,
-                        q.items,
-                        ms(q.p50),
-                        ms(q.p99),
-                        ms(q.max)
-                    )
-                ),
-                r.cpu.0,
-                r.cpu.1
-            )
-            .unwrap();
-        }
-    }
-    if !query_rows.is_empty() {
-        writeln!(md, "\nQuery (limit 100, concurrent clients):\n").unwrap();
-        writeln!(md, "| backend | log | read model | items held | clients | queries | queries/s | p50 | p99 | max | CPU cores: bench / others |").unwrap();
-        writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|").unwrap();
-        for r in &query_rows {
-            writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} / {:.2} |",
-                r.backend,
-                r.log,
-                r.model,
-                r.held,
-                r.clients,
-                r.queries,
-                r.queries as f64 / r.secs,
-                ms(r.p50),
-                ms(r.p99),
-                ms(r.max),
-                r.cpu.0,
-                r.cpu.1
-            )
-            .unwrap();
-        }
-    }
-    writeln!(md, "\nWhole benchmark: {:.0} s", started.elapsed().as_secs_f64()).unwrap();
+    writeln!(md, "Whole benchmark: {:.0} s", started.elapsed().as_secs_f64()).unwrap();
     println!("\n{md}");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).expect("target/bench");
