@@ -21,8 +21,8 @@
 //! Knobs: ACCORD_BENCH_BACKENDS (default "sqlite,postgres"), ACCORD_BENCH_PARTS (default
 //! "rebuild,lag,query"), ACCORD_BENCH_REBUILD_EVENTS (default 1000000), for PostgreSQL
 //! ACCORD_BENCH_REBUILD_EVENTS_POSTGRES (default the smaller of that and 300000: loading through
-//! the Ledger runs at ~3,500 events/s there on 2 cores, so 1M would take the run past 25 minutes),
-//! ACCORD_BENCH_LOAD_WORKERS (default 8), ACCORD_BENCH_RATE (events/s, default 5000),
+//! the Ledger runs at 3,500–5,700 events/s there on 2 cores, so 1M would take the run past 20
+//! minutes), ACCORD_BENCH_LOAD_WORKERS (default 8), ACCORD_BENCH_RATE (events/s, default 5000),
 //! ACCORD_BENCH_LAG_SECS (default 20), ACCORD_BENCH_LAG_CLIENTS (default 4),
 //! ACCORD_BENCH_LAG_QUERY_CLIENTS (DSLs querying in the second lag run; default 2, 0: no second
 //! run), ACCORD_BENCH_QUERIES (default 20000), ACCORD_BENCH_QUERY_CLIENTS (default 8),
