@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(&files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("accord_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
-    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
+    // BTreeMap for every protobuf map: encoding is then deterministic (sorted keys), so a response
+    // re-built for an audit replay hashes to the digest recorded at the time.
+    tonic_prost_build::configure().btree_map(".").build_server(true).build_client(true).compile_fds(fds)?;
     Ok(())
 }

@@ -40,6 +40,16 @@ pub const AGENCIES: &[(&str, &str, &str, &[&str])] = &[
 /// The agencies whose admins may adopt sharing policy.
 pub const GOVERNING: &[&str] = &["london-mappa"];
 
+/// The purpose every test client states for its reads (`accord-purpose`).
+pub const TEST_PURPOSE: &str = "end-to-end test of the safeguarding read paths";
+
+/// A client of `endpoint` with `token`, stating [`TEST_PURPOSE`] for its reads.
+pub async fn connect(endpoint: &str, token: &str) -> Client {
+    let c = Client::connect(endpoint, token).await.expect("connect");
+    c.set_purpose(Some(TEST_PURPOSE)).expect("a valid purpose");
+    c
+}
+
 /// A running test server.
 pub struct TestServer {
     /// Its address.
@@ -152,7 +162,7 @@ impl TestServer {
 
     /// A client of another instance at `endpoint`.
     pub async fn client_at(&self, endpoint: &str, agency: &str, user: &str, roles: &[&str]) -> Client {
-        Client::connect(endpoint, &self.token(agency, user, roles)).await.expect("connect")
+        connect(endpoint, &self.token(agency, user, roles)).await
     }
 
     /// Stops the server.

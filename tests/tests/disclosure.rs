@@ -211,7 +211,7 @@ async fn sarahs_law_disclosure_to_the_mother(mut s: TestServer) {
     let token = s.token("probation-london", "pom-1", &["probation_om"]);
     accord_e2e::assert_rebuilds_identically(&mut s, |endpoint| {
         let token = token.clone();
-        async move { register(&mut Client::connect(&endpoint, &token).await.unwrap()).await }
+        async move { register(&mut accord_e2e::connect(&endpoint, &token).await).await }
     })
     .await;
 }

@@ -486,23 +486,29 @@ async fn proofs_verify_on_the_client(s: TestServer) {
         })
         .expect("log key recorded");
     let keys = vec![log_key];
-    let kept =
-        verify_checkpoint(&c.ledger().get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner(), &keys)
-            .unwrap();
+    let kept = verify_checkpoint(
+        &c.ledger().get_checkpoint(pb::GetCheckpointRequest::default()).await.unwrap().into_inner(),
+        &keys,
+    )
+    .unwrap();
 
     let mut receipts = Vec::new();
     for _ in 0..9 {
         let (d, _) = nominal_registered("met-police", "pc-1");
         receipts.extend(c.append(vec![d.sign(s.key("met-1"))]).await.unwrap());
     }
-    let cp_pb = c.ledger().get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner();
+    let cp_pb = c.ledger().get_checkpoint(pb::GetCheckpointRequest::default()).await.unwrap().into_inner();
     let now = verify_checkpoint(&cp_pb, &keys).unwrap();
     assert_eq!(now.size, receipts.last().unwrap().position + 1);
 
     for r in &receipts {
         let p = c
             .ledger()
-            .get_inclusion_proof(pb::GetInclusionProofRequest { position: r.position, tree_size: 0 })
+            .get_inclusion_proof(pb::GetInclusionProofRequest {
+                position: r.position,
+                tree_size: 0,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -511,7 +517,11 @@ async fn proofs_verify_on_the_client(s: TestServer) {
     }
     let proof = c
         .ledger()
-        .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: kept.size, to_size: now.size })
+        .get_consistency_proof(pb::GetConsistencyProofRequest {
+            from_size: kept.size,
+            to_size: now.size,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -523,7 +533,11 @@ async fn proofs_verify_on_the_client(s: TestServer) {
     assert!(verify_checkpoint(&forged, &keys).is_err());
     let mut bad = c
         .ledger()
-        .get_inclusion_proof(pb::GetInclusionProofRequest { position: receipts[0].position, tree_size: 0 })
+        .get_inclusion_proof(pb::GetInclusionProofRequest {
+            position: receipts[0].position,
+            tree_size: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -536,13 +550,17 @@ async fn proofs_verify_on_the_client(s: TestServer) {
     // Asking beyond the log is NOT_FOUND; a malformed request INVALID_ARGUMENT.
     let err = c
         .ledger()
-        .get_inclusion_proof(pb::GetInclusionProofRequest { position: 0, tree_size: now.size + 100 })
+        .get_inclusion_proof(pb::GetInclusionProofRequest {
+            position: 0,
+            tree_size: now.size + 100,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = c
         .ledger()
-        .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: 0, to_size: 0 })
+        .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: 0, to_size: 0, ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);

@@ -464,7 +464,7 @@ async fn mappa_level_2_category_1(mut s: TestServer) {
     let token = s.token("london-csc", "sw-1", &["dtc_rep"]);
     accord_e2e::assert_rebuilds_identically(&mut s, |endpoint| {
         let token = token.clone();
-        async move { cases(&mut Client::connect(&endpoint, &token).await.unwrap()).await }
+        async move { cases(&mut accord_e2e::connect(&endpoint, &token).await).await }
     })
     .await;
 }

@@ -417,7 +417,7 @@ async fn rebuild_yields_identical_read_models(mut s: TestServer) {
     accord_e2e::assert_rebuilds_identically(&mut s, |endpoint| {
         let token = token.clone();
         async move {
-            let items = items(&mut Client::connect(&endpoint, &token).await.unwrap(), ReadModel::SchoolInbox).await;
+            let items = items(&mut accord_e2e::connect(&endpoint, &token).await, ReadModel::SchoolInbox).await;
             assert_eq!(items.len(), 2);
             items
         }

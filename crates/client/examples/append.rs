@@ -57,11 +57,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|b| pb::LogKeyRegistered::decode(b.payload.as_slice()).ok())
         .ok_or("no log key in the log")?
         .verifier_key;
-    let checkpoint = client.ledger().get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner();
+    let checkpoint = client.ledger().get_checkpoint(pb::GetCheckpointRequest::default()).await?.into_inner();
     let verified = accord_client::verify_checkpoint(&checkpoint, &[log_key])?;
     let proof = client
         .ledger()
-        .get_inclusion_proof(pb::GetInclusionProofRequest { position: receipt.position, tree_size: verified.size })
+        .get_inclusion_proof(pb::GetInclusionProofRequest {
+            position: receipt.position,
+            tree_size: verified.size,
+            ..Default::default()
+        })
         .await?
         .into_inner();
     let leaf = accord_domain::merkle::parse_hash("leaf_hash", &receipt.leaf_hash)?;

@@ -32,6 +32,7 @@
 //!
 //! This crate does not decide policy or store anything; it speaks the public gRPC contract.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use accord_domain::checkpoint::VerifiedCheckpoint;
@@ -292,16 +293,26 @@ impl EventDraft {
     }
 }
 
-/// Adds `authorization: Bearer <token>` to every call.
+/// Adds `authorization: Bearer <token>` to every call, and the purpose the client states for
+/// its reads (`accord-purpose`, see `audit.proto`) when one is set.
 #[derive(Clone)]
-pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+pub struct Bearer {
+    token: MetadataValue<tonic::metadata::Ascii>,
+    purpose: Arc<RwLock<Option<MetadataValue<tonic::metadata::Ascii>>>>,
+}
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
+        req.metadata_mut().insert("authorization", self.token.clone());
+        if let Some(p) = self.purpose.read().expect("purpose lock").clone() {
+            req.metadata_mut().insert("accord-purpose", p);
+        }
         Ok(req)
     }
 }
+
+/// The generated Audit client with a bearer token (auditors only).
+pub type AuditClient = pb::audit_client::AuditClient<InterceptedService<Channel, Bearer>>;
 
 /// The generated Ledger client with a bearer token.
 pub type LedgerClient = pb::ledger_client::LedgerClient<InterceptedService<Channel, Bearer>>;
@@ -314,6 +325,8 @@ pub type ViewsClient = pb::views_client::ViewsClient<InterceptedService<Channel,
 pub struct Client {
     ledger: LedgerClient,
     views: ViewsClient,
+    audit: AuditClient,
+    purpose: Arc<RwLock<Option<MetadataValue<tonic::metadata::Ascii>>>>,
 }
 
 impl Client {
@@ -329,14 +342,42 @@ impl Client {
 
     /// Uses an existing channel.
     pub fn with_channel(channel: Channel, token: &str) -> Result<Self> {
-        let value: MetadataValue<_> =
+        let token: MetadataValue<_> =
             format!("Bearer {token}").parse().map_err(|_| Error::Key("token is not valid header text".into()))?;
+        let purpose = Arc::new(RwLock::new(None));
+        let bearer = Bearer { token, purpose: Arc::clone(&purpose) };
         Ok(Self {
-            ledger: pb::ledger_client::LedgerClient::with_interceptor(channel.clone(), Bearer(value.clone()))
+            ledger: pb::ledger_client::LedgerClient::with_interceptor(channel.clone(), bearer.clone())
                 .max_decoding_message_size(16 * 1024 * 1024),
-            views: pb::views_client::ViewsClient::with_interceptor(channel, Bearer(value))
+            views: pb::views_client::ViewsClient::with_interceptor(channel.clone(), bearer.clone())
                 .max_decoding_message_size(16 * 1024 * 1024),
+            audit: pb::audit_client::AuditClient::with_interceptor(channel, bearer)
+                .max_decoding_message_size(16 * 1024 * 1024),
+            purpose,
         })
+    }
+
+    /// States the purpose of this client's reads from now on (sent as `accord-purpose` metadata
+    /// and recorded in the access log with every read), or stops stating one (`None`). Every
+    /// read needs one: without it the server refuses reads with INVALID_ARGUMENT.
+    ///
+    /// ```
+    /// # async fn run(mut client: accord_client::Client) -> Result<(), accord_client::Error> {
+    /// client.set_purpose(Some("DSL morning check of Operation Encompass notifications"))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_purpose(&self, purpose: Option<&str>) -> Result<()> {
+        let value = purpose
+            .map(|p| p.parse::<MetadataValue<_>>())
+            .transpose()
+            .map_err(|_| Error::Key("purpose: must be printable ASCII".into()))?;
+        *self.purpose.write().expect("purpose lock") = value;
+        Ok(())
+    }
+
+    /// The generated Audit client: the access log, for auditors.
+    pub fn audit(&mut self) -> &mut AuditClient {
+        &mut self.audit
     }
 
     /// The generated Views client: the caller's read models.

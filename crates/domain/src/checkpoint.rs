@@ -79,6 +79,23 @@ pub struct VerifiedCheckpoint {
     pub root: Hash,
 }
 
+/// The verifier key of the same Ed25519 key under the note name `name` (the access log's
+/// checkpoints are signed by the server's log key under the origin `<origin>/access`): parses a
+/// verifier key `<name>+<id>+<base64(0x01 || key)>` and re-derives it for `name`.
+pub fn verifier_key_for(verifier_key: &str, name: &str) -> Result<String> {
+    check_origin(name)?;
+    let bad = || Error::Proof(format!("verifier key {verifier_key:?}: not <name>+<id>+<base64 Ed25519 key>"));
+    // The name has no '+' (see `check_origin`), the id is hex; the base64 key may hold '+'.
+    let b64 = verifier_key.splitn(3, '+').nth(2).ok_or_else(bad)?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| bad())?;
+    let key: [u8; 32] = match raw.as_slice() {
+        [1, rest @ ..] => rest.try_into().map_err(|_| bad())?,
+        _ => return Err(bad()),
+    };
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&key).map_err(|_| bad())?;
+    Ok(signed_note::new_ed25519_verifier_key(name, &key))
+}
+
 /// Verifies a signed checkpoint note against the log's verifier keys (any one must have signed).
 pub fn verify_checkpoint(note: &str, verifier_keys: &[String]) -> Result<VerifiedCheckpoint> {
     let mut verifiers: Vec<Box<dyn signed_note::Verifier>> = Vec::new();
@@ -118,5 +135,11 @@ mod tests {
         let other = LogSigner::new("accord.example/log", &SigningKey::generate(&mut rand_core::OsRng)).unwrap();
         assert!(verify_checkpoint(&note, &[other.verifier_key().to_owned()]).is_err());
         assert!(LogSigner::new("bad origin", &key).is_err());
+
+        let access = LogSigner::new("accord.example/log/access", &key).unwrap();
+        let derived = verifier_key_for(signer.verifier_key(), "accord.example/log/access").unwrap();
+        assert_eq!(derived, access.verifier_key());
+        assert!(verify_checkpoint(&access.sign(1, root).unwrap(), &[derived]).is_ok());
+        assert!(verify_checkpoint(&access.sign(1, root).unwrap(), &vk).is_err());
     }
 }

@@ -76,6 +76,40 @@ impl Leaf<'_> {
     }
 }
 
+/// Domain separator that starts every access-log leaf. It differs from [`LEAF_PREFIX`] within the
+/// first bytes, so an access leaf can never be read as an event leaf or the reverse.
+pub const ACCESS_LEAF_PREFIX: &[u8] = b"accord.access-leaf.v1";
+
+/// What an access-log leaf commits to: the record's place in the access log, when the call was
+/// answered, and the SHA-256 of the exact encoded access record (which carries everything else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessLeaf {
+    /// Position in the access log (= leaf index).
+    pub position: u64,
+    /// When the call was answered.
+    pub at: Timestamp,
+    /// SHA-256 of the encoded access record.
+    pub record_sha256: [u8; 32],
+}
+
+impl AccessLeaf {
+    /// The canonical leaf bytes: `ACCESS_LEAF_PREFIX || position (u64 BE) || at µs (i64 BE) ||
+    /// record_sha256`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ACCESS_LEAF_PREFIX.len() + 8 + 8 + 32);
+        out.extend_from_slice(ACCESS_LEAF_PREFIX);
+        out.extend_from_slice(&self.position.to_be_bytes());
+        out.extend_from_slice(&self.at.micros().to_be_bytes());
+        out.extend_from_slice(&self.record_sha256);
+        out
+    }
+
+    /// The leaf hash `SHA-256(0x00 || leaf)`, as for event leaves.
+    pub fn hash(&self) -> Hash {
+        tlog_tiles::record_hash(&self.to_bytes())
+    }
+}
+
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_be_bytes());
     out.extend_from_slice(b);
@@ -352,6 +386,37 @@ mod tests {
         assert!(consistency_indexes(3, 0).is_err());
         assert!(consistency_indexes(3, 4).is_err());
     }
+
+    #[test]
+    fn access_leaves_are_stable_and_never_event_leaves() {
+        let a = AccessLeaf { position: 7, at: Timestamp(1_700_000_000_000_001), record_sha256: [3; 32] };
+        let bytes = a.to_bytes();
+        assert!(bytes.starts_with(ACCESS_LEAF_PREFIX));
+        assert!(!bytes.starts_with(LEAF_PREFIX));
+        assert_eq!(bytes.len(), ACCESS_LEAF_PREFIX.len() + 48);
+        assert_eq!(a.hash(), tlog_tiles::record_hash(&bytes));
+        // Fixed vector: changing the encoding changes every stored access-log hash.
+        assert_eq!(hex::encode(a.hash().0), ACCESS_LEAF_VECTOR);
+        let event = Leaf {
+            position: 7,
+            recorded_at: Timestamp(1_700_000_000_000_001),
+            stream: "",
+            stream_version: 0,
+            key_id: "",
+            signature: &[],
+            body_sha256: [3; 32],
+        };
+        assert_ne!(a.hash(), event.hash());
+        for v in [
+            AccessLeaf { position: 8, ..a },
+            AccessLeaf { at: Timestamp(1_700_000_000_000_002), ..a },
+            AccessLeaf { record_sha256: [4; 32], ..a },
+        ] {
+            assert_ne!(v.hash(), a.hash(), "{v:?}");
+        }
+    }
+
+    const ACCESS_LEAF_VECTOR: &str = "144c2a2f57f1b9d20b62a5ac9011e512b7c29c9ea226376bd71959c2770c526c";
 
     #[test]
     fn leaf_bytes_commit_to_every_field() {

@@ -5,7 +5,33 @@
 
 use accord_domain::merkle::Hash;
 
-use crate::{AgencyRecord, Error, KeyRecord, RecordedEvent, Result};
+use crate::{AgencyRecord, Error, KeyRecord, RecordedAccess, RecordedEvent, Result};
+
+/// Which of the two Merkle logs a hash or checkpoint query is about. Both are stored alike (tlog
+/// stored-hash indexes, one signed checkpoint per committed batch), in their own tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Log {
+    /// The event log (`events`).
+    Events,
+    /// The access log (`access_log`).
+    Access,
+}
+
+impl Log {
+    fn hashes_table(self) -> &'static str {
+        match self {
+            Log::Events => "merkle_hashes",
+            Log::Access => "access_merkle_hashes",
+        }
+    }
+
+    fn checkpoints_table(self) -> &'static str {
+        match self {
+            Log::Events => "checkpoints",
+            Log::Access => "access_checkpoints",
+        }
+    }
+}
 
 /// The committed head of the log.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +56,7 @@ pub(crate) fn to_hash(v: Vec<u8>, what: &str) -> Result<Hash> {
     Ok(Hash(a))
 }
 
+const ACCESS_COLUMNS: &str = "position, access_id, at, agency, user_id, granted, record, leaf_hash";
 const EVENT_COLUMNS: &str = "position, event_id, stream, stream_version, event_type, author_agency, key_id, recorded_at, body, signature, leaf_hash";
 /// Rows per multi-row INSERT, within both databases' bind-parameter limits.
 const INSERT_CHUNK: usize = 500;
@@ -40,6 +67,9 @@ const IN_CHUNK: usize = 500;
 const SMALL_LOOKUP: usize = 16;
 /// The PostgreSQL advisory lock key that serialises appends across server processes.
 pub(crate) const POSTGRES_LOG_LOCK: i64 = 0x6163_636f_7264_0001; // "accord" + 1
+/// The PostgreSQL advisory lock key that serialises access-log writes across server processes
+/// (distinct from [`POSTGRES_LOG_LOCK`], so access writes never wait on event appends).
+pub(crate) const POSTGRES_ACCESS_LOCK: i64 = 0x6163_636f_7264_0002; // "accord" + 2
 
 macro_rules! backend {
     ($name:ident, $DB:ty, { $($specific:item)* }) => {
@@ -52,7 +82,7 @@ macro_rules! backend {
 
             use super::*;
             use crate::error::db;
-            use crate::{Page, SignedCheckpoint, Visibility};
+            use crate::{AccessFilter, Page, SignedCheckpoint, Visibility};
 
             type DB = $DB;
             pub(crate) type Conn = <DB as sqlx::Database>::Connection;
@@ -174,9 +204,16 @@ macro_rules! backend {
                 Ok(Page { events, log_size, next })
             }
 
+            /// The event log's stored hashes at `indexes` (those found).
             pub(crate) async fn hashes(conn: &mut Conn, indexes: &[u64]) -> Result<HashMap<u64, Hash>> {
+                log_hashes(conn, Log::Events, indexes).await
+            }
+
+            /// `log`'s stored hashes at `indexes` (those found).
+            pub(crate) async fn log_hashes(conn: &mut Conn, log: Log, indexes: &[u64]) -> Result<HashMap<u64, Hash>> {
                 let idx: Vec<i64> = indexes.iter().map(|i| to_i64(*i)).collect();
-                let rows = lookup(conn, "SELECT idx, hash FROM merkle_hashes WHERE idx", "", &idx)
+                let head = format!("SELECT idx, hash FROM {} WHERE idx", log.hashes_table());
+                let rows = lookup(conn, &head, "", &idx)
                     .await
                     .map_err(db("reading merkle hashes"))?;
                 let mut out = HashMap::with_capacity(rows.len());
@@ -187,8 +224,9 @@ macro_rules! backend {
                 Ok(out)
             }
 
-            pub(crate) async fn hash_range(pool: &sqlx::Pool<DB>, from: u64, to: u64) -> Result<Vec<(u64, Hash)>> {
-                let rows = sqlx::query("SELECT idx, hash FROM merkle_hashes WHERE idx >= $1 AND idx < $2 ORDER BY idx")
+            pub(crate) async fn hash_range(pool: &sqlx::Pool<DB>, log: Log, from: u64, to: u64) -> Result<Vec<(u64, Hash)>> {
+                let sql = format!("SELECT idx, hash FROM {} WHERE idx >= $1 AND idx < $2 ORDER BY idx", log.hashes_table());
+                let rows = sqlx::query(&sql)
                     .bind(to_i64(from))
                     .bind(to_i64(to))
                     .fetch_all(pool)
@@ -204,8 +242,12 @@ macro_rules! backend {
                     .collect()
             }
 
-            pub(crate) async fn latest_checkpoint(pool: &sqlx::Pool<DB>) -> Result<Option<SignedCheckpoint>> {
-                sqlx::query("SELECT tree_size, root, note, signed_at FROM checkpoints ORDER BY tree_size DESC LIMIT 1")
+            pub(crate) async fn latest_checkpoint(pool: &sqlx::Pool<DB>, log: Log) -> Result<Option<SignedCheckpoint>> {
+                let sql = format!(
+                    "SELECT tree_size, root, note, signed_at FROM {} ORDER BY tree_size DESC LIMIT 1",
+                    log.checkpoints_table()
+                );
+                sqlx::query(&sql)
                     .fetch_optional(pool)
                     .await
                     .map_err(db("reading the latest checkpoint"))?
@@ -214,8 +256,12 @@ macro_rules! backend {
                     .transpose()
             }
 
-            pub(crate) async fn checkpoints(pool: &sqlx::Pool<DB>, from_size: u64, limit: u32) -> Result<Vec<SignedCheckpoint>> {
-                sqlx::query("SELECT tree_size, root, note, signed_at FROM checkpoints WHERE tree_size >= $1 ORDER BY tree_size LIMIT $2")
+            pub(crate) async fn checkpoints(pool: &sqlx::Pool<DB>, log: Log, from_size: u64, limit: u32) -> Result<Vec<SignedCheckpoint>> {
+                let sql = format!(
+                    "SELECT tree_size, root, note, signed_at FROM {} WHERE tree_size >= $1 ORDER BY tree_size LIMIT $2",
+                    log.checkpoints_table()
+                );
+                sqlx::query(&sql)
                     .bind(to_i64(from_size))
                     .bind(i64::from(limit))
                     .fetch_all(pool)
@@ -379,7 +425,15 @@ macro_rules! backend {
                         .await
                         .map_err(db("revoking a signing key"))?;
                 }
-                sqlx::query("INSERT INTO checkpoints (tree_size, root, note, signed_at) VALUES ($1, $2, $3, $4)")
+                insert_checkpoint(conn, Log::Events, cp).await
+            }
+
+            async fn insert_checkpoint(conn: &mut Conn, log: Log, cp: &SignedCheckpoint) -> Result<()> {
+                let sql = format!(
+                    "INSERT INTO {} (tree_size, root, note, signed_at) VALUES ($1, $2, $3, $4)",
+                    log.checkpoints_table()
+                );
+                sqlx::query(&sql)
                     .bind(to_i64(cp.tree_size))
                     .bind(cp.root.0.to_vec())
                     .bind(cp.note.clone())
@@ -388,6 +442,128 @@ macro_rules! backend {
                     .await
                     .map_err(db("storing the checkpoint"))?;
                 Ok(())
+            }
+
+            fn access(row: &DbRow) -> Result<RecordedAccess> {
+                let d = || db("decoding an access row");
+                let id: Vec<u8> = row.try_get("access_id").map_err(d())?;
+                Ok(RecordedAccess {
+                    position: to_u64(row.try_get("position").map_err(d())?, "position")?,
+                    access_id: id.try_into().map_err(|_| Error::Corrupt("an access_id is not 16 bytes".into()))?,
+                    at: Timestamp(row.try_get("at").map_err(d())?),
+                    agency: row.try_get("agency").map_err(d())?,
+                    user: row.try_get("user_id").map_err(d())?,
+                    granted: row.try_get("granted").map_err(d())?,
+                    record: row.try_get("record").map_err(d())?,
+                    leaf_hash: to_hash(row.try_get("leaf_hash").map_err(d())?, "leaf_hash")?,
+                })
+            }
+
+            /// The committed size of the access log.
+            pub(crate) async fn access_size<'c, E: Executor<'c, Database = DB>>(e: E) -> Result<u64> {
+                let last: Option<i64> = sqlx::query_scalar("SELECT position FROM access_log ORDER BY position DESC LIMIT 1")
+                    .fetch_optional(e)
+                    .await
+                    .map_err(db("reading the access log head"))?;
+                last.map_or(Ok(0), |p| Ok(to_u64(p, "position")? + 1))
+            }
+
+            /// Of `ids`, those already recorded in the access log.
+            pub(crate) async fn existing_access_ids(conn: &mut Conn, ids: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
+                let rows = lookup(conn, "SELECT access_id FROM access_log WHERE access_id", "", ids)
+                    .await
+                    .map_err(db("reading access ids"))?;
+                rows.iter().map(|r| r.try_get::<Vec<u8>, _>(0).map_err(db("reading access ids"))).collect()
+            }
+
+            /// Writes a round of the access log: rows, index rows, hashes and the checkpoint.
+            pub(crate) async fn insert_access(conn: &mut Conn, plan: &crate::access::Plan, cp: &SignedCheckpoint) -> Result<()> {
+                insert_access_rows(conn, plan).await?;
+                insert_checkpoint(conn, Log::Access, cp).await
+            }
+
+            pub(crate) async fn accesses(pool: &sqlx::Pool<DB>, f: &AccessFilter, limit: u32) -> Result<Vec<RecordedAccess>> {
+                let mut qb = QueryBuilder::<DB>::new(format!("SELECT {ACCESS_COLUMNS} FROM access_log WHERE TRUE"));
+                if let Some(a) = &f.agency {
+                    qb.push(" AND agency = ").push_bind(a.clone());
+                }
+                if let Some(u) = &f.user {
+                    qb.push(" AND user_id = ").push_bind(u.clone());
+                }
+                if let Some(s) = &f.subject {
+                    qb.push(" AND position IN (SELECT position FROM access_subjects WHERE subject = ").push_bind(s.clone()).push(")");
+                }
+                for i in f.item.iter().chain(&f.party) {
+                    qb.push(" AND position IN (SELECT position FROM access_items WHERE item = ").push_bind(i.clone()).push(")");
+                }
+                if f.denied_only {
+                    // A literal, so the partial index `access_log_denied` applies.
+                    qb.push(" AND granted = FALSE");
+                }
+                if let Some(t) = f.from {
+                    qb.push(" AND at >= ").push_bind(t.micros());
+                }
+                if let Some(t) = f.to {
+                    qb.push(" AND at < ").push_bind(t.micros());
+                }
+                if let Some(p) = f.after_position {
+                    qb.push(" AND position > ").push_bind(to_i64(p));
+                }
+                qb.push(" ORDER BY position LIMIT ").push_bind(i64::from(limit));
+                qb.build().fetch_all(pool).await.map_err(db("reading the access log"))?.iter().map(access).collect()
+            }
+
+            pub(crate) async fn access_by_id(pool: &sqlx::Pool<DB>, id: &[u8; 16]) -> Result<Option<RecordedAccess>> {
+                sqlx::query(&format!("SELECT {ACCESS_COLUMNS} FROM access_log WHERE access_id = $1"))
+                    .bind(id.to_vec())
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db("reading the access log"))?
+                    .as_ref()
+                    .map(access)
+                    .transpose()
+            }
+
+            pub(crate) async fn access_range(pool: &sqlx::Pool<DB>, from: u64, limit: u32) -> Result<Vec<RecordedAccess>> {
+                sqlx::query(&format!("SELECT {ACCESS_COLUMNS} FROM access_log WHERE position >= $1 ORDER BY position LIMIT $2"))
+                    .bind(to_i64(from))
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db("reading the access log"))?
+                    .iter()
+                    .map(access)
+                    .collect()
+            }
+
+            pub(crate) async fn access_index_rows(pool: &sqlx::Pool<DB>, from: u64, to: u64) -> Result<Vec<(u64, String, String)>> {
+                let rows = sqlx::query(
+                    "SELECT position, subject FROM access_subjects WHERE position >= $1 AND position < $2",
+                )
+                .bind(to_i64(from))
+                .bind(to_i64(to))
+                .fetch_all(pool)
+                .await
+                .map_err(db("reading the access subject index"))?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let d = || db("reading the access subject index");
+                    out.push((to_u64(r.try_get(0).map_err(d())?, "position")?, "subject".to_owned(), r.try_get(1).map_err(d())?));
+                }
+                let rows = sqlx::query("SELECT position, item FROM access_items WHERE position >= $1 AND position < $2")
+                    .bind(to_i64(from))
+                    .bind(to_i64(to))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db("reading the access item index"))?;
+                for r in rows {
+                    let d = || db("reading the access item index");
+                    out.push((to_u64(r.try_get(0).map_err(d())?, "position")?, "item".to_owned(), r.try_get(1).map_err(d())?));
+                }
+                // Sorted here, bytewise, so both backends give the same order whatever the
+                // database's collation.
+                out.sort_unstable();
+                Ok(out)
             }
 
             fn view_row(row: &DbRow) -> Result<crate::ViewRow> {
@@ -544,6 +720,43 @@ backend!(sqlite, sqlx::Sqlite, {
         }
         Ok(())
     }
+
+    /// The access log's multi-row INSERTs, in chunks within SQLite's bind-parameter limit.
+    async fn insert_access_rows(conn: &mut Conn, plan: &crate::access::Plan) -> Result<()> {
+        for chunk in plan.rows.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::<DB>::new(format!("INSERT INTO access_log ({ACCESS_COLUMNS}) "));
+            qb.push_values(chunk, |mut b, a| {
+                b.push_bind(to_i64(a.position))
+                    .push_bind(a.access_id.to_vec())
+                    .push_bind(a.at.micros())
+                    .push_bind(a.agency.clone())
+                    .push_bind(a.user.clone())
+                    .push_bind(a.granted)
+                    .push_bind(a.record.clone())
+                    .push_bind(a.leaf_hash.0.to_vec());
+            });
+            qb.build().execute(&mut *conn).await.map_err(db("inserting access records"))?;
+        }
+        for (table, column, values) in
+            [("access_subjects", "subject", &plan.subjects), ("access_items", "item", &plan.items)]
+        {
+            for chunk in values.chunks(INSERT_CHUNK * 4) {
+                let mut qb = QueryBuilder::<DB>::new(format!("INSERT INTO {table} ({column}, position) "));
+                qb.push_values(chunk, |mut b, (p, v)| {
+                    b.push_bind(v.clone()).push_bind(to_i64(*p));
+                });
+                qb.build().execute(&mut *conn).await.map_err(db("inserting access index rows"))?;
+            }
+        }
+        for chunk in plan.hashes.chunks(INSERT_CHUNK * 4) {
+            let mut qb = QueryBuilder::<DB>::new("INSERT INTO access_merkle_hashes (idx, hash) ");
+            qb.push_values(chunk, |mut b, (i, h)| {
+                b.push_bind(to_i64(*i)).push_bind(h.0.to_vec());
+            });
+            qb.build().execute(&mut *conn).await.map_err(db("inserting access merkle hashes"))?;
+        }
+        Ok(())
+    }
 });
 
 backend!(postgres, sqlx::Postgres, {
@@ -604,6 +817,50 @@ backend!(postgres, sqlx::Postgres, {
             .map_err(db("inserting merkle hashes"))?;
         Ok(())
     }
+
+    /// The access log's rows, index rows and hashes: one UNNEST INSERT per table.
+    async fn insert_access_rows(conn: &mut Conn, plan: &crate::access::Plan) -> Result<()> {
+        let a = &plan.rows;
+        sqlx::query(
+            "INSERT INTO access_log (position, access_id, at, agency, user_id, granted, record, leaf_hash) \
+             SELECT * FROM UNNEST($1::int8[], $2::bytea[], $3::int8[], $4::text[], $5::text[], $6::bool[], $7::bytea[], $8::bytea[])",
+        )
+        .bind(a.iter().map(|a| to_i64(a.position)).collect::<Vec<_>>())
+        .bind(a.iter().map(|a| a.access_id.to_vec()).collect::<Vec<_>>())
+        .bind(a.iter().map(|a| a.at.micros()).collect::<Vec<_>>())
+        .bind(a.iter().map(|a| a.agency.clone()).collect::<Vec<_>>())
+        .bind(a.iter().map(|a| a.user.clone()).collect::<Vec<_>>())
+        .bind(a.iter().map(|a| a.granted).collect::<Vec<_>>())
+        .bind(a.iter().map(|a| a.record.clone()).collect::<Vec<_>>())
+        .bind(a.iter().map(|a| a.leaf_hash.0.to_vec()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .map_err(db("inserting access records"))?;
+        for (sql, values) in [
+            (
+                "INSERT INTO access_subjects (subject, position) SELECT * FROM UNNEST($1::text[], $2::int8[])",
+                &plan.subjects,
+            ),
+            ("INSERT INTO access_items (item, position) SELECT * FROM UNNEST($1::text[], $2::int8[])", &plan.items),
+        ] {
+            if values.is_empty() {
+                continue;
+            }
+            sqlx::query(sql)
+                .bind(values.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>())
+                .bind(values.iter().map(|(p, _)| to_i64(*p)).collect::<Vec<_>>())
+                .execute(&mut *conn)
+                .await
+                .map_err(db("inserting access index rows"))?;
+        }
+        sqlx::query("INSERT INTO access_merkle_hashes (idx, hash) SELECT * FROM UNNEST($1::int8[], $2::bytea[])")
+            .bind(plan.hashes.iter().map(|(i, _)| to_i64(*i)).collect::<Vec<_>>())
+            .bind(plan.hashes.iter().map(|(_, h)| h.0.to_vec()).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await
+            .map_err(db("inserting access merkle hashes"))?;
+        Ok(())
+    }
 });
 
 /// Opens the write transaction that holds the log's lock until commit.
@@ -616,9 +873,18 @@ pub(crate) async fn begin_sqlite(pool: &sqlx::SqlitePool) -> Result<sqlx::Transa
 /// Opens the write transaction and takes the advisory lock that serialises appends across
 /// PostgreSQL server processes (released at commit or rollback).
 pub(crate) async fn begin_postgres(pool: &sqlx::PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    begin_postgres_locked(pool, POSTGRES_LOG_LOCK).await
+}
+
+/// Opens the access log's write transaction under its own advisory lock.
+pub(crate) async fn begin_postgres_access(pool: &sqlx::PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    begin_postgres_locked(pool, POSTGRES_ACCESS_LOCK).await
+}
+
+async fn begin_postgres_locked(pool: &sqlx::PgPool, key: i64) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
     let mut tx = pool.begin().await.map_err(crate::error::db("starting a write transaction"))?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(POSTGRES_LOG_LOCK)
+        .bind(key)
         .execute(&mut *tx)
         .await
         .map_err(crate::error::db("taking the log lock"))?;

@@ -12,7 +12,12 @@
 //! The store exposes no update or delete, and the databases refuse them by trigger. It does not
 //! decode event bodies, check signatures or apply policy: the Ledger service does that before it
 //! calls [`Store::append`]. Nothing outside this crate issues SQL.
+//!
+//! Beside it, the **access log** (module `access`, [`Store::record_access`]) is a second
+//! append-only Merkle log with the same guarantees, written by its own group-commit writer
+//! (started by [`Store::start_access_log`]) and proven by the same code, parametrised by log.
 
+mod access;
 mod backend;
 mod error;
 mod sequencer;
@@ -31,6 +36,8 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use access::{AccessEntry, AccessFilter, RecordedAccess};
+use backend::Log;
 pub use error::{Error, Result};
 
 /// Migrations of the SQLite backend.
@@ -258,6 +265,11 @@ struct Inner {
     sequencer: Mutex<Option<mpsc::Sender<sequencer::Request>>>,
     sequencer_done: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     head: watch::Receiver<u64>,
+    access: Mutex<Option<mpsc::Sender<access::Request>>>,
+    access_done: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Whether the access-log writer was ever started (it is started at most once).
+    access_started: std::sync::atomic::AtomicBool,
+    access_head: Arc<watch::Sender<u64>>,
     keys: std::sync::RwLock<HashMap<String, KeyRecord>>,
     agencies: std::sync::RwLock<HashMap<String, AgencyRecord>>,
     options: Options,
@@ -319,6 +331,7 @@ impl Store {
             Db::Sqlite(pool)
         };
         let size = dispatch!(&db, |q, pool| q::head(pool).await)?.size;
+        let access_size = dispatch!(&db, |q, pool| q::access_size(pool).await)?;
         let (head_tx, head_rx) = watch::channel(size);
         let (tx, handle) = match signer {
             Some(signer) => {
@@ -334,6 +347,10 @@ impl Store {
                 sequencer: Mutex::new(tx),
                 sequencer_done: tokio::sync::Mutex::new(handle),
                 head: head_rx,
+                access: Mutex::new(None),
+                access_done: Mutex::new(None),
+                access_started: Default::default(),
+                access_head: Arc::new(watch::Sender::new(access_size)),
                 keys: Default::default(),
                 agencies: Default::default(),
                 options,
@@ -364,12 +381,123 @@ impl Store {
         rx.await.map_err(|_| Error::Unavailable("the log stopped before answering".into()))?
     }
 
-    /// Stops accepting appends, lets the sequencer finish what it has queued, and waits for it.
+    /// Stops accepting appends and access records, lets the sequencer and the access-log writer
+    /// finish what they have queued, and waits for them.
     pub async fn shutdown(&self) {
         self.inner.sequencer.lock().expect("sequencer lock").take();
+        self.inner.access.lock().expect("access writer lock").take();
         if let Some(h) = self.inner.sequencer_done.lock().await.take() {
             let _ = h.await;
         }
+        let access = self.inner.access_done.lock().expect("access writer lock").take();
+        if let Some(h) = access {
+            let _ = h.await;
+        }
+    }
+
+    /// Starts the access-log writer (group commit), signing the access log's checkpoints with
+    /// `signer` (whose origin must differ from the event log's). Before this, and after
+    /// [`Store::shutdown`], [`Store::record_access`] returns [`Error::Unavailable`]. Starts it at
+    /// most once: later calls do nothing. Must be called within a Tokio runtime.
+    pub fn start_access_log(&self, signer: LogSigner) {
+        if self.inner.access_started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tracing::warn!("the access-log writer is already started; ignoring the second start");
+            return;
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let handle = tokio::spawn(access::run(self.inner.db.clone(), signer, rx, self.inner.access_head.clone()));
+        *self.inner.access.lock().expect("access writer lock") = Some(tx);
+        *self.inner.access_done.lock().expect("access writer lock") = Some(handle);
+    }
+
+    /// Durably records `entries` in the access log (in one transaction with every other request
+    /// waiting), returning each entry's position, in order. `Ok` only after COMMIT. The request is
+    /// atomic: an access id recorded before ([`Error::Duplicate`]) or twice in the request
+    /// ([`Error::Invalid`]) refuses all of it. If the round's transaction fails, every request of
+    /// the round fails and nothing is acknowledged. An empty request records nothing.
+    pub async fn record_access(&self, entries: Vec<AccessEntry>) -> Result<Vec<u64>> {
+        if entries.len() > MAX_BATCH_EVENTS {
+            return Err(Error::Invalid(format!(
+                "an access request may hold at most {MAX_BATCH_EVENTS} entries, found {}",
+                entries.len()
+            )));
+        }
+        let sender = self.inner.access.lock().expect("access writer lock").clone().ok_or_else(|| {
+            Error::Unavailable("the access log is not accepting records (not started or shutting down)".into())
+        })?;
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        sender
+            .send(access::Request { entries, reply })
+            .await
+            .map_err(|_| Error::Unavailable("the access log is shutting down".into()))?;
+        rx.await.map_err(|_| Error::Unavailable("the access log stopped before answering".into()))?
+    }
+
+    /// The committed access-log size, read from the database.
+    pub async fn access_log_size(&self) -> Result<u64> {
+        dispatch!(&self.inner.db, |q, pool| q::access_size(pool).await)
+    }
+
+    /// The access-log size as last committed by this process's writer or seen at open.
+    pub fn watch_access_head(&self) -> watch::Receiver<u64> {
+        self.inner.access_head.subscribe()
+    }
+
+    /// Access records matching `filter`, in ascending position, at most its (clamped) limit.
+    pub async fn accesses(&self, filter: &AccessFilter) -> Result<Vec<RecordedAccess>> {
+        let limit = filter.effective_limit();
+        dispatch!(&self.inner.db, |q, pool| q::accesses(pool, filter, limit).await)
+    }
+
+    /// The access record with id `id`.
+    pub async fn access_by_id(&self, id: &[u8; 16]) -> Result<Option<RecordedAccess>> {
+        dispatch!(&self.inner.db, |q, pool| q::access_by_id(pool, id).await)
+    }
+
+    /// Access records from position `from`, ascending, at most `limit` (for verification).
+    pub async fn access_range(&self, from: u64, limit: u32) -> Result<Vec<RecordedAccess>> {
+        dispatch!(&self.inner.db, |q, pool| q::access_range(pool, from, limit).await)
+    }
+
+    /// The index rows of access positions in `[from, to)`: `(position, "subject" | "item",
+    /// value)`, ordered by position, kind, then value (bytewise), so a verifier can check them
+    /// against the decoded records.
+    pub async fn access_index_rows(&self, from: u64, to: u64) -> Result<Vec<(u64, String, String)>> {
+        dispatch!(&self.inner.db, |q, pool| q::access_index_rows(pool, from, to).await)
+    }
+
+    /// The access log's latest signed checkpoint, if anything was ever recorded.
+    pub async fn access_latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>> {
+        dispatch!(&self.inner.db, |q, pool| q::latest_checkpoint(pool, Log::Access).await)
+    }
+
+    /// The access log's signed checkpoints with tree size ≥ `from_size`, ascending, at most `limit`.
+    pub async fn access_checkpoints(&self, from_size: u64, limit: u32) -> Result<Vec<SignedCheckpoint>> {
+        dispatch!(&self.inner.db, |q, pool| q::checkpoints(pool, Log::Access, from_size, limit).await)
+    }
+
+    /// The access log's tree head of size `size` (which must not exceed its size).
+    pub async fn access_root(&self, size: u64) -> Result<Hash> {
+        self.log_root(Log::Access, size).await
+    }
+
+    /// The inclusion proof of access-log `position` in the tree of `tree_size`: the leaf hash,
+    /// the audit path and that tree's root.
+    pub async fn access_inclusion_proof(&self, position: u64, tree_size: u64) -> Result<(Hash, Vec<Hash>, Hash)> {
+        self.log_inclusion_proof(Log::Access, position, tree_size).await
+    }
+
+    /// The access log's consistency proof from `from_size` to `to_size`, with both roots.
+    pub async fn access_consistency_proof(&self, from_size: u64, to_size: u64) -> Result<(Vec<Hash>, Hash, Hash)> {
+        self.log_consistency_proof(Log::Access, from_size, to_size).await
+    }
+
+    /// The access log's stored Merkle hashes with indexes in `[from, to)`, in index order.
+    pub async fn access_hash_range(&self, from: u64, to: u64) -> Result<Vec<(u64, Hash)>> {
+        dispatch!(&self.inner.db, |q, pool| q::hash_range(pool, Log::Access, from, to).await)
     }
 
     /// The log size (next position) as last committed by this process's sequencer or seen at open.
@@ -412,12 +540,13 @@ impl Store {
 
     /// Stored Merkle hashes with indexes in `[from, to)`, in index order (for verification).
     pub async fn hash_range(&self, from: u64, to: u64) -> Result<Vec<(u64, Hash)>> {
-        dispatch!(&self.inner.db, |q, pool| q::hash_range(pool, from, to).await)
+        dispatch!(&self.inner.db, |q, pool| q::hash_range(pool, Log::Events, from, to).await)
     }
 
-    async fn hashes(&self, indexes: &[u64]) -> Result<HashMap<u64, Hash>> {
-        let found = dispatch!(&self.inner.db, |q, pool| q::hashes(
+    async fn hashes(&self, log: Log, indexes: &[u64]) -> Result<HashMap<u64, Hash>> {
+        let found = dispatch!(&self.inner.db, |q, pool| q::log_hashes(
             &mut *pool.acquire().await.map_err(error::db("acquiring a connection"))?,
+            log,
             indexes
         )
         .await)?;
@@ -429,13 +558,20 @@ impl Store {
 
     /// The tree head of size `size` (which must not exceed the log size).
     pub async fn root(&self, size: u64) -> Result<Hash> {
-        self.check_size(size).await?;
-        let h = self.hashes(&merkle::tree_hash_indexes(size)).await?;
+        self.log_root(Log::Events, size).await
+    }
+
+    async fn log_root(&self, log: Log, size: u64) -> Result<Hash> {
+        self.check_size(log, size).await?;
+        let h = self.hashes(log, &merkle::tree_hash_indexes(size)).await?;
         Ok(merkle::tree_hash(size, &h)?)
     }
 
-    async fn check_size(&self, size: u64) -> Result<u64> {
-        let current = self.log_size().await?;
+    async fn check_size(&self, log: Log, size: u64) -> Result<u64> {
+        let current = match log {
+            Log::Events => self.log_size().await?,
+            Log::Access => self.access_log_size().await?,
+        };
         if size > current {
             return Err(Error::NotFound(format!("tree size {size} is beyond the log size {current}")));
         }
@@ -445,22 +581,30 @@ impl Store {
     /// The inclusion proof of `position` in the tree of `tree_size`: the event's leaf hash, the
     /// audit path and that tree's root, from one query.
     pub async fn inclusion_proof(&self, position: u64, tree_size: u64) -> Result<(Hash, Vec<Hash>, Hash)> {
-        self.check_size(tree_size).await?;
+        self.log_inclusion_proof(Log::Events, position, tree_size).await
+    }
+
+    async fn log_inclusion_proof(&self, log: Log, position: u64, tree_size: u64) -> Result<(Hash, Vec<Hash>, Hash)> {
+        self.check_size(log, tree_size).await?;
         let leaf_idx = merkle::stored_hash_index(0, position);
         let mut need = merkle::inclusion_indexes(tree_size, position)?;
         need.extend(merkle::tree_hash_indexes(tree_size));
         need.push(leaf_idx);
-        let h = self.hashes(&need).await?;
+        let h = self.hashes(log, &need).await?;
         Ok((h[&leaf_idx], merkle::inclusion_proof(tree_size, position, &h)?, merkle::tree_hash(tree_size, &h)?))
     }
 
     /// The consistency proof from `from_size` to `to_size`, with both roots.
     pub async fn consistency_proof(&self, from_size: u64, to_size: u64) -> Result<(Vec<Hash>, Hash, Hash)> {
-        self.check_size(to_size).await?;
+        self.log_consistency_proof(Log::Events, from_size, to_size).await
+    }
+
+    async fn log_consistency_proof(&self, log: Log, from_size: u64, to_size: u64) -> Result<(Vec<Hash>, Hash, Hash)> {
+        self.check_size(log, to_size).await?;
         let mut need = merkle::consistency_indexes(to_size, from_size)?;
         need.extend(merkle::tree_hash_indexes(to_size));
         need.extend(merkle::tree_hash_indexes(from_size));
-        let h = self.hashes(&need).await?;
+        let h = self.hashes(log, &need).await?;
         Ok((
             merkle::consistency_proof(to_size, from_size, &h)?,
             merkle::tree_hash(from_size, &h)?,
@@ -518,12 +662,12 @@ impl Store {
 
     /// The latest signed checkpoint, if any event was ever recorded.
     pub async fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>> {
-        dispatch!(&self.inner.db, |q, pool| q::latest_checkpoint(pool).await)
+        dispatch!(&self.inner.db, |q, pool| q::latest_checkpoint(pool, Log::Events).await)
     }
 
     /// Signed checkpoints with tree size ≥ `from_size`, ascending, at most `limit`.
     pub async fn checkpoints(&self, from_size: u64, limit: u32) -> Result<Vec<SignedCheckpoint>> {
-        dispatch!(&self.inner.db, |q, pool| q::checkpoints(pool, from_size, limit).await)
+        dispatch!(&self.inner.db, |q, pool| q::checkpoints(pool, Log::Events, from_size, limit).await)
     }
 
     /// A registered key. Cached: a registration never changes, but the cached revocation state

@@ -6,6 +6,7 @@
 //! every error to a `tonic::Status` in one place (`error`). It holds no business rule of its own:
 //! those live in `accord-domain` and `accord-policy`. It is not the read-model or audit service.
 
+pub mod access;
 pub mod convert;
 mod error;
 pub mod sharing;
@@ -13,6 +14,7 @@ pub mod sharing;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use access::{AccessLog, Call, Disclosed};
 use accord_auth::{Authenticator, Principal};
 use accord_domain::payload::{Payload, RegistryEffect};
 use accord_domain::{AgencyId, KeyId, SYSTEM_AGENCY, StreamId};
@@ -22,6 +24,9 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 pub use error::{Error, Result};
+
+/// The service name recorded in access records.
+const SERVICE: &str = "accord.v1.Ledger";
 pub use sharing::Sharing;
 
 /// The most bytes one event body may have.
@@ -671,6 +676,7 @@ pub async fn prepare_batch(
 #[derive(Clone)]
 pub struct Ledger {
     store: Store,
+    access: AccessLog,
     sharing: Arc<Sharing>,
     auth: Arc<Authenticator>,
     origin: String,
@@ -687,7 +693,8 @@ impl Ledger {
         origin: String,
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        Self { store: sharing.store().clone(), sharing, auth, origin, stopping }
+        let store = sharing.store().clone();
+        Self { access: AccessLog::new(store.clone()), store, sharing, auth, origin, stopping }
     }
 
     /// The tonic server for this service.
@@ -700,14 +707,116 @@ impl Ledger {
         Ok(self.auth.authenticate(header)?)
     }
 
-    async fn latest_size(&self) -> Result<u64> {
-        Ok(self
-            .store
-            .latest_checkpoint()
-            .await?
-            .map(|c| c.tree_size)
-            .ok_or_else(|| accord_store::Error::NotFound("the log is empty".into()))?)
+    /// Authenticates a read's caller and checks its stated purpose, noting the caller in `call`.
+    fn reader<T>(&self, req: &Request<T>, call: &mut Call) -> std::result::Result<Principal, Status> {
+        let who = self.authenticate(req)?;
+        call.authenticated(&who);
+        call.require_purpose()?;
+        Ok(who)
     }
+
+    async fn latest_checkpoint(&self, log: i32) -> Result<accord_store::SignedCheckpoint> {
+        let cp = match pb::Log::try_from(log) {
+            Ok(pb::Log::Events) => self.store.latest_checkpoint().await?,
+            Ok(pb::Log::Access) => self.store.access_latest_checkpoint().await?,
+            Err(_) => return Err(Error::Invalid(format!("log: unknown value {log}"))),
+        };
+        Ok(cp.ok_or_else(|| accord_store::Error::NotFound("the log is empty".into()))?)
+    }
+
+    fn origin_of(&self, log: i32) -> String {
+        if log == pb::Log::Access as i32 { access_origin(&self.origin) } else { self.origin.clone() }
+    }
+
+    async fn append_as(&self, who: &Principal, request: Vec<pb::SignedEvent>) -> Result<Vec<accord_store::Receipt>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let events = match prepare_batch(&self.sharing, Writer::Caller(who), request.clone()).await {
+                // A refusal under a policy another instance has since replaced is stale: reload
+                // and check again under the policy actually in force.
+                Err(Error::Denied(_)) if attempt < 3 && self.sharing.refresh().await? => continue,
+                r => r?,
+            };
+            let adopts = events.iter().any(|e| matches!(e.effect, RegistryEffect::AdoptPolicy));
+            match self.store.append(events).await {
+                // Another policy was adopted (by another request or server process) between the
+                // check and the recording: check again under it.
+                Err(accord_store::Error::PolicyChanged(_)) if attempt < 3 => {
+                    self.sharing.refresh().await?;
+                }
+                Err(e) => return Err(Error::from(e)),
+                Ok(r) => {
+                    // The adoption is recorded whatever happens next: report the receipts. A
+                    // failed reload only delays this process's use of the new policy (the
+                    // sequencer refuses anything checked under the old one meanwhile).
+                    if adopts && let Err(e) = self.sharing.refresh().await {
+                        tracing::warn!(error = %e, "reloading the sharing policy after an adoption failed");
+                    }
+                    return Ok(r);
+                }
+            }
+        }
+    }
+}
+
+/// The access log's checkpoint origin: the event log's with `/access` appended.
+pub fn access_origin(origin: &str) -> String {
+    format!("{origin}/access")
+}
+
+/// What an accepted append recorded, for its access record: collection, alteration (a
+/// correction), erasure, and disclosure to the events' addressees.
+fn written(events: &[pb::SignedEvent], receipts: &[accord_store::Receipt], who: &Principal) -> Disclosed {
+    use prost::Message as _;
+    let mut d = Disclosed::default();
+    let (mut purposes, mut bases): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    for (e, r) in events.iter().zip(receipts) {
+        let Ok(body) = pb::EventBody::decode(e.body.as_slice()) else { continue };
+        d.action(match body.event_type.as_str() {
+            "RecordCorrected" => pb::AccessAction::Alteration,
+            "RecordErased" => pb::AccessAction::Erasure,
+            _ => pb::AccessAction::Collection,
+        });
+        for a in body.addressees.iter().filter(|a| a.as_str() != who.agency.as_str()) {
+            d.action(pb::AccessAction::Disclosure);
+            d.recipient(a);
+        }
+        for s in &body.subjects {
+            d.subject(&s.kind, &s.id);
+        }
+        if let Some(lb) = body.legal_basis {
+            if !purposes.contains(&lb.purpose) {
+                purposes.push(lb.purpose);
+            }
+            if !bases.contains(&lb.statute) {
+                bases.push(lb.statute);
+            }
+        }
+        d.records.push(pb::RecordRef {
+            position: r.position,
+            source_agency: who.agency.to_string(),
+            ..Default::default()
+        });
+        d.log_size = d.log_size.max(r.position + 1);
+    }
+    d.stated = Some((purposes.join("; "), bases.join("; ")));
+    d
+}
+
+/// What a read of recorded events disclosed: the caller's own agency's records (consultation).
+fn consulted(events: &[pb::RecordedEvent], log_size: u64) -> Disclosed {
+    let mut d = Disclosed { log_size, ..Default::default() };
+    d.action(pb::AccessAction::Consultation);
+    for e in events {
+        let body = e.event.as_ref().and_then(|s| <pb::EventBody as prost::Message>::decode(s.body.as_slice()).ok());
+        let author = body.as_ref().and_then(|b| b.author.as_ref()).map(|a| a.agency.clone()).unwrap_or_default();
+        for s in body.iter().flat_map(|b| &b.subjects) {
+            d.subject(&s.kind, &s.id);
+        }
+        d.records.push(pb::RecordRef { position: e.position, source_agency: author, ..Default::default() });
+    }
+    d
 }
 
 fn limit(l: u32) -> Result<u32> {
@@ -731,41 +840,24 @@ impl pb::ledger_server::Ledger for Ledger {
         &self,
         req: Request<pb::AppendRequest>,
     ) -> std::result::Result<Response<pb::AppendResponse>, Status> {
-        let who = self.authenticate(&req)?;
-        tracing::Span::current().record("agency", who.agency.as_str());
-        let request = req.into_inner().events;
-        let mut attempt = 0;
-        let receipts = loop {
-            attempt += 1;
-            let events = match prepare_batch(&self.sharing, Writer::Caller(&who), request.clone()).await {
-                // A refusal under a policy another instance has since replaced is stale: reload
-                // and check again under the policy actually in force.
-                Err(Error::Denied(_)) if attempt < 3 && self.sharing.refresh().await? => continue,
-                r => r?,
-            };
-            let adopts = events.iter().any(|e| matches!(e.effect, RegistryEffect::AdoptPolicy));
-            match self.store.append(events).await {
-                // Another policy was adopted (by another request or server process) between the
-                // check and the recording: check again under it.
-                Err(accord_store::Error::PolicyChanged(_)) if attempt < 3 => {
-                    self.sharing.refresh().await?;
-                }
-                Err(e) => return Err(Error::from(e).into()),
-                Ok(r) => {
-                    // The adoption is recorded whatever happens next: report the receipts. A
-                    // failed reload only delays this process's use of the new policy (the
-                    // sequencer refuses anything checked under the old one meanwhile).
-                    if adopts && let Err(e) = self.sharing.refresh().await {
-                        tracing::warn!(error = %e, "reloading the sharing policy after an adoption failed");
-                    }
-                    break r;
-                }
+        let mut call = Call::start(&req, SERVICE, "Append", Vec::new());
+        let outcome = async {
+            let who = self.authenticate(&req)?;
+            call.authenticated(&who);
+            tracing::Span::current().record("agency", who.agency.as_str());
+            let request = req.into_inner().events;
+            let receipts = self.append_as(&who, request.clone()).await?;
+            if let Some(r) = receipts.first() {
+                tracing::Span::current().record("first_position", r.position);
             }
-        };
-        if let Some(r) = receipts.first() {
-            tracing::Span::current().record("first_position", r.position);
+            let disclosed = written(&request, &receipts, &who);
+            let answer = pb::AppendResponse { receipts: receipts.into_iter().map(convert::receipt).collect() };
+            Ok::<_, Status>((answer, disclosed))
         }
-        Ok(Response::new(pb::AppendResponse { receipts: receipts.into_iter().map(convert::receipt).collect() }))
+        .await;
+        // The events are durable once appended; if their access record then fails, the caller
+        // is told to retry, which is safe (the same event ids return the same receipts).
+        self.access.finish(&call, outcome).await
     }
 
     #[tracing::instrument(skip_all, fields(stream = %req.get_ref().stream))]
@@ -773,19 +865,22 @@ impl pb::ledger_server::Ledger for Ledger {
         &self,
         req: Request<pb::ReadStreamRequest>,
     ) -> std::result::Result<Response<pb::ReadResponse>, Status> {
-        let who = self.authenticate(&req)?;
-        let r = req.into_inner();
-        let stream = StreamId::parse_field("stream", r.stream).map_err(Error::from)?;
-        let page = self
-            .store
-            .read_stream(&stream, r.from_version, limit(r.limit)?, &visibility(&who))
-            .await
-            .map_err(Error::from)?;
-        Ok(Response::new(pb::ReadResponse {
-            log_size: page.log_size,
-            next: page.next,
-            events: page.events.into_iter().map(convert::recorded_event).collect(),
-        }))
+        let mut call = Call::start(&req, SERVICE, "ReadStream", prost::Message::encode_to_vec(req.get_ref()));
+        let outcome = async {
+            let who = self.reader(&req, &mut call)?;
+            let r = req.into_inner();
+            let stream = StreamId::parse_field("stream", r.stream).map_err(Error::from)?;
+            let page = self
+                .store
+                .read_stream(&stream, r.from_version, limit(r.limit)?, &visibility(&who))
+                .await
+                .map_err(Error::from)?;
+            let events: Vec<_> = page.events.into_iter().map(convert::recorded_event).collect();
+            let d = consulted(&events, page.log_size);
+            Ok((pb::ReadResponse { log_size: page.log_size, next: page.next, events }, d))
+        }
+        .await;
+        self.access.finish(&call, outcome).await
     }
 
     #[tracing::instrument(skip_all, fields(from = req.get_ref().from_position))]
@@ -793,15 +888,18 @@ impl pb::ledger_server::Ledger for Ledger {
         &self,
         req: Request<pb::ReadAllRequest>,
     ) -> std::result::Result<Response<pb::ReadResponse>, Status> {
-        let who = self.authenticate(&req)?;
-        let r = req.into_inner();
-        let page =
-            self.store.read_all(r.from_position, limit(r.limit)?, &visibility(&who)).await.map_err(Error::from)?;
-        Ok(Response::new(pb::ReadResponse {
-            log_size: page.log_size,
-            next: page.next,
-            events: page.events.into_iter().map(convert::recorded_event).collect(),
-        }))
+        let mut call = Call::start(&req, SERVICE, "ReadAll", prost::Message::encode_to_vec(req.get_ref()));
+        let outcome = async {
+            let who = self.reader(&req, &mut call)?;
+            let r = req.into_inner();
+            let page =
+                self.store.read_all(r.from_position, limit(r.limit)?, &visibility(&who)).await.map_err(Error::from)?;
+            let events: Vec<_> = page.events.into_iter().map(convert::recorded_event).collect();
+            let d = consulted(&events, page.log_size);
+            Ok((pb::ReadResponse { log_size: page.log_size, next: page.next, events }, d))
+        }
+        .await;
+        self.access.finish(&call, outcome).await
     }
 
     type SubscribeStream = EventStream;
@@ -811,10 +909,16 @@ impl pb::ledger_server::Ledger for Ledger {
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> std::result::Result<Response<Self::SubscribeStream>, Status> {
-        let who = self.authenticate(&req)?;
+        let mut call = Call::start(&req, SERVICE, "Subscribe", prost::Message::encode_to_vec(req.get_ref()));
+        let who = match self.reader(&req, &mut call) {
+            Ok(w) => w,
+            Err(s) => return Err(self.access.denied(&call, s).await),
+        };
         let vis = visibility(&who);
         let store = self.store.clone();
+        let access = self.access.clone();
         let mut next = req.into_inner().from_position;
+        let mut sent = 0u64;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
@@ -835,8 +939,22 @@ impl pb::ledger_server::Ledger for Ledger {
                         return;
                     }
                 };
-                for e in page.events {
-                    if tx.send(Ok(convert::recorded_event(e))).await.is_err() {
+                let events: Vec<_> = page.events.into_iter().map(convert::recorded_event).collect();
+                if !events.is_empty() {
+                    // One access record per run of events sent together, written before the
+                    // run leaves the server (fail closed).
+                    let run =
+                        call.with_request(prost::Message::encode_to_vec(&pb::SubscribeRequest { from_position: next }));
+                    let mut d = consulted(&events, page.log_size);
+                    d.stream_index = sent;
+                    if let Err(s) = access.granted(&run, d, access::stream_digest(&events)).await {
+                        let _ = tx.send(Err(s)).await;
+                        return;
+                    }
+                    sent += events.len() as u64;
+                }
+                for e in events {
+                    if tx.send(Ok(e)).await.is_err() {
                         return;
                     }
                 }
@@ -862,13 +980,9 @@ impl pb::ledger_server::Ledger for Ledger {
         req: Request<pb::GetCheckpointRequest>,
     ) -> std::result::Result<Response<pb::Checkpoint>, Status> {
         self.authenticate(&req)?;
-        let cp = self
-            .store
-            .latest_checkpoint()
-            .await
-            .map_err(Error::from)?
-            .ok_or_else(|| Error::Store(accord_store::Error::NotFound("the log is empty".into())))?;
-        Ok(Response::new(convert::checkpoint(cp, &self.origin)))
+        let log = req.get_ref().log;
+        let cp = self.latest_checkpoint(log).await?;
+        Ok(Response::new(convert::checkpoint(cp, &self.origin_of(log))))
     }
 
     async fn get_inclusion_proof(
@@ -877,8 +991,13 @@ impl pb::ledger_server::Ledger for Ledger {
     ) -> std::result::Result<Response<pb::InclusionProof>, Status> {
         self.authenticate(&req)?;
         let r = req.into_inner();
-        let size = if r.tree_size == 0 { self.latest_size().await? } else { r.tree_size };
-        let (leaf, proof, root) = self.store.inclusion_proof(r.position, size).await.map_err(Error::from)?;
+        let size = if r.tree_size == 0 { self.latest_checkpoint(r.log).await?.tree_size } else { r.tree_size };
+        let (leaf, proof, root) = if r.log == pb::Log::Access as i32 {
+            self.store.access_inclusion_proof(r.position, size).await
+        } else {
+            self.store.inclusion_proof(r.position, size).await
+        }
+        .map_err(Error::from)?;
         Ok(Response::new(pb::InclusionProof {
             position: r.position,
             tree_size: size,
@@ -894,8 +1013,13 @@ impl pb::ledger_server::Ledger for Ledger {
     ) -> std::result::Result<Response<pb::ConsistencyProof>, Status> {
         self.authenticate(&req)?;
         let r = req.into_inner();
-        let to = if r.to_size == 0 { self.latest_size().await? } else { r.to_size };
-        let (proof, from_root, to_root) = self.store.consistency_proof(r.from_size, to).await.map_err(Error::from)?;
+        let to = if r.to_size == 0 { self.latest_checkpoint(r.log).await?.tree_size } else { r.to_size };
+        let (proof, from_root, to_root) = if r.log == pb::Log::Access as i32 {
+            self.store.access_consistency_proof(r.from_size, to).await
+        } else {
+            self.store.consistency_proof(r.from_size, to).await
+        }
+        .map_err(Error::from)?;
         Ok(Response::new(pb::ConsistencyProof {
             from_size: r.from_size,
             to_size: to,

@@ -5,6 +5,7 @@
 //! real server on a loopback port 0; `main.rs` only parses the command line. Business rules are
 //! not here: this crate assembles and configures.
 
+pub mod audit_cli;
 pub mod keys;
 pub mod verify;
 
@@ -78,6 +79,7 @@ pub struct Server {
     store: Store,
     ledger: Ledger,
     views: accord_views::Views,
+    audit: accord_audit::Audit,
     projector: Arc<accord_views::Projector>,
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -89,6 +91,8 @@ impl Server {
         let server_key =
             AgencyKey::new(&accord_registry::server_key_id(&server_key.verifying_key().to_bytes()), server_key)?;
         let signer = LogSigner::new(&settings.origin, server_key.signing_key()).context("the checkpoint origin")?;
+        let access_signer = LogSigner::new(&accord_ledger::access_origin(&settings.origin), server_key.signing_key())
+            .context("the access log's checkpoint origin")?;
         let verifier_key = signer.verifier_key().to_owned();
 
         let mut auth = Authenticator::new(&settings.audience);
@@ -111,6 +115,7 @@ impl Server {
         let store = Store::open(&settings.database_url, Some(signer), settings.store.clone())
             .await
             .with_context(|| format!("opening the log at {}", redact(&settings.database_url)))?;
+        store.start_access_log(access_signer);
         let sharing = accord_ledger::Sharing::load(store.clone()).await?;
         accord_registry::bootstrap(&sharing, &server_key, &verifier_key, &agencies).await?;
 
@@ -121,8 +126,9 @@ impl Server {
         let auth = Arc::new(auth);
         let views = accord_views::Views::new(Arc::clone(&projector), Arc::clone(&auth), stopping_rx.clone())
             .with_limits(settings.disclosure_limits);
+        let audit = accord_audit::Audit::new(Arc::clone(&projector), Arc::clone(&auth), settings.disclosure_limits);
         let ledger = Ledger::new(sharing, auth, settings.origin.clone(), stopping_rx);
-        Ok(Server { listener, store, ledger, views, projector, stopping })
+        Ok(Server { listener, store, ledger, views, audit, projector, stopping })
     }
 
     /// The bound address.
@@ -141,6 +147,7 @@ impl Server {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<accord_proto::v1::ledger_server::LedgerServer<Ledger>>().await;
         health.set_serving::<accord_proto::v1::views_server::ViewsServer<accord_views::Views>>().await;
+        health.set_serving::<accord_proto::v1::audit_server::AuditServer<accord_audit::Audit>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(accord_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -159,6 +166,7 @@ impl Server {
             shutdown.await;
             reporter.set_not_serving::<accord_proto::v1::ledger_server::LedgerServer<Ledger>>().await;
             reporter.set_not_serving::<accord_proto::v1::views_server::ViewsServer<accord_views::Views>>().await;
+            reporter.set_not_serving::<accord_proto::v1::audit_server::AuditServer<accord_audit::Audit>>().await;
             let _ = stopping.send(true);
         };
         tonic::transport::Server::builder()
@@ -166,6 +174,7 @@ impl Server {
             .add_service(reflection)
             .add_service(self.ledger.into_server())
             .add_service(self.views.into_server())
+            .add_service(self.audit.into_server())
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .context("serving gRPC")?;

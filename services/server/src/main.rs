@@ -95,17 +95,39 @@ enum Command {
         #[arg(long)]
         views: PathBuf,
     },
-    /// Recompute every leaf, Merkle hash, root and signature from the stored bytes and check every
-    /// stored checkpoint. Exits 1 and names the first divergence if anything differs.
+    /// Recompute every leaf, Merkle hash, root and signature of the event log and of the access
+    /// log from the stored bytes and check every stored checkpoint (and that the access log's
+    /// query indexes say what its records say). Exits 1 and names the first divergence.
     ///
     /// Example: accord verify --against kept-checkpoint.txt
     Verify {
         /// The log to verify.
         #[arg(long, env = "ACCORD_DATABASE_URL", default_value = accord_server::DEFAULT_DATABASE_URL)]
         database_url: String,
-        /// A checkpoint note kept earlier: prove the log still extends it.
+        /// A checkpoint note kept earlier (of the event log or of the access log, told apart by
+        /// its origin line): prove the log still extends it.
         #[arg(long)]
         against: Option<PathBuf>,
+    },
+    /// Ask the access log who saw what (auditors only; your queries are themselves recorded).
+    ///
+    /// Examples:
+    ///   accord audit list --user met-police/pc-1234 --from 2026-11-24 --to 2026-11-25
+    ///   accord audit list --subject child:c-123
+    ///   accord audit replay 019a…
+    ///   accord audit checkpoint --access-log --out kept-access-checkpoint.txt
+    Audit {
+        /// The server.
+        #[arg(long, env = "ACCORD_ENDPOINT", default_value = "http://127.0.0.1:50051", global = true)]
+        endpoint: String,
+        /// Your bearer token (the `auditor` role).
+        #[arg(long, env = "ACCORD_TOKEN", global = true, default_value = "")]
+        token: String,
+        /// Why you are looking (recorded with every query).
+        #[arg(long, env = "ACCORD_PURPOSE", global = true, default_value = "")]
+        purpose: String,
+        #[command(subcommand)]
+        what: AuditCommand,
     },
     /// Drop every read model and rebuild them from the log, from position 0. Prints the events
     /// applied and the read models' digest: two rebuilds of the same log print the same digest.
@@ -117,6 +139,96 @@ enum Command {
         #[arg(long, env = "ACCORD_DATABASE_URL", default_value = accord_server::DEFAULT_DATABASE_URL)]
         database_url: String,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Access records matching every filter given, oldest first.
+    List {
+        /// Accesses by this user: AGENCY/USER.
+        #[arg(long)]
+        user: Option<String>,
+        /// Accesses by this agency.
+        #[arg(long)]
+        agency: Option<String>,
+        /// Accesses concerning this subject: KIND:ID (for example child:c-123, nominal:…).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Accesses that touched the record at this log position.
+        #[arg(long)]
+        record: Option<u64>,
+        /// Only denied attempts.
+        #[arg(long)]
+        denied: bool,
+        /// From (inclusive): YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ.
+        #[arg(long)]
+        from: Option<String>,
+        /// To (exclusive): YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ.
+        #[arg(long)]
+        to: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+    },
+    /// Re-build the answer an access was given and check it against the recorded digest. Exits 1
+    /// on a mismatch.
+    Replay {
+        /// The access id.
+        access_id: String,
+    },
+    /// Fetch the latest signed checkpoint (keep it: `accord verify --against FILE` later proves
+    /// the log still extends it).
+    Checkpoint {
+        /// The access log's checkpoint instead of the event log's.
+        #[arg(long)]
+        access_log: bool,
+        /// Write the note here instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn list_request(
+    user: Option<String>,
+    agency: Option<String>,
+    subject: Option<String>,
+    record: Option<u64>,
+    denied: bool,
+    (from, to): (Option<String>, Option<String>),
+    limit: u64,
+) -> anyhow::Result<accord_proto::v1::ListAccessesRequest> {
+    use accord_server::audit_cli::parse_time;
+    let (agency, user) = match (user, agency) {
+        (Some(u), a) => {
+            let (ua, uu) = u.split_once('/').context("--user: AGENCY/USER")?;
+            if a.as_deref().is_some_and(|a| a != ua) {
+                anyhow::bail!("--agency and --user name different agencies");
+            }
+            (ua.to_owned(), uu.to_owned())
+        }
+        (None, a) => (a.unwrap_or_default(), String::new()),
+    };
+    let subject = match subject {
+        Some(s) => {
+            let (kind, id) = s.split_once(':').context("--subject: KIND:ID")?;
+            Some(accord_proto::v1::Subject { kind: kind.to_owned(), id: id.to_owned() })
+        }
+        None => None,
+    };
+    let t = |f: &str, v: Option<String>| -> anyhow::Result<_> {
+        v.map(|v| parse_time(f, &v).map(accord_ledger::convert::timestamp_pb)).transpose()
+    };
+    Ok(accord_proto::v1::ListAccessesRequest {
+        agency,
+        user,
+        subject,
+        record_position: record,
+        denied_only: denied,
+        from: t("--from", from)?,
+        to: t("--to", to)?,
+        limit,
+        ..Default::default()
+    })
 }
 
 fn init_tracing() {
@@ -211,6 +323,48 @@ fn main() -> anyhow::Result<()> {
             println!("read models digest: {}", hex::encode(digest));
             Ok(())
         }),
+        Command::Audit { endpoint, token, purpose, what } => rt.block_on(async {
+            use accord_server::audit_cli;
+            if token.is_empty() {
+                anyhow::bail!("--token (or ACCORD_TOKEN): an auditor's bearer token is required");
+            }
+            if purpose.is_empty() {
+                anyhow::bail!("--purpose (or ACCORD_PURPOSE): state why you are looking; it is recorded");
+            }
+            let mut c = audit_cli::connect(&endpoint, &token, &purpose).await?;
+            match what {
+                AuditCommand::List { user, agency, subject, record, denied, from, to, limit } => {
+                    let req = list_request(user, agency, subject, record, denied, (from, to), limit)?;
+                    let n = audit_cli::list(&mut c, req, |e| print!("{}", audit_cli::describe(e))).await?;
+                    eprintln!("{n} access records");
+                    Ok(())
+                }
+                AuditCommand::Replay { access_id } => {
+                    let (matches, text) = audit_cli::replay(&mut c, &access_id).await?;
+                    print!("{text}");
+                    if !matches {
+                        std::process::exit(1);
+                    }
+                    Ok(())
+                }
+                AuditCommand::Checkpoint { access_log, out } => {
+                    let cp = audit_cli::checkpoint(&mut c, access_log).await?;
+                    match out {
+                        Some(path) => {
+                            std::fs::write(&path, &cp.note).with_context(|| format!("writing {}", path.display()))?;
+                            eprintln!(
+                                "kept the {} checkpoint of size {} in {}",
+                                cp.origin,
+                                cp.tree_size,
+                                path.display()
+                            );
+                        }
+                        None => print!("{}", cp.note),
+                    }
+                    Ok(())
+                }
+            }
+        }),
         Command::Verify { database_url, against } => rt.block_on(async {
             let against = match against {
                 Some(p) => Some(std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?),
@@ -230,8 +384,14 @@ fn main() -> anyhow::Result<()> {
             match result {
                 Ok(r) => {
                     use base64::Engine;
+                    let b64 = |h: accord_domain::merkle::Hash| base64::engine::general_purpose::STANDARD.encode(h.0);
                     println!("ok: {} events, {} checkpoints verified", r.events, r.checkpoints);
-                    println!("root: {}", base64::engine::general_purpose::STANDARD.encode(r.root.0));
+                    println!("root: {}", b64(r.root));
+                    println!(
+                        "ok: access log: {} access records, {} checkpoints verified",
+                        r.accesses, r.access_checkpoints
+                    );
+                    println!("access root: {}", b64(r.access_root));
                     if let Some(s) = r.extends {
                         println!("the log extends the kept checkpoint of size {s}");
                     }

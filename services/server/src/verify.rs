@@ -9,10 +9,17 @@
 //! has the recomputed root at its size and a valid signature by a log key recorded in the log.
 //! With `against`, a checkpoint kept earlier must verify and match the recomputed root at its size:
 //! the current log extends it.
+//!
+//! The access log is checked the same way, after the event log (whose registry gives the log
+//! keys): gap-free positions, every leaf hash recomputed from the stored record bytes, every
+//! record decodes and its indexed columns and subject/record index rows say exactly what the
+//! record says (so no access can be hidden from an auditor's query by editing an index), every
+//! stored Merkle hash, every checkpoint's root and signature (under the `<origin>/access` name).
+//! A kept checkpoint is matched to its log by its origin line.
 
 use std::collections::{BTreeMap, HashMap};
 
-use accord_domain::checkpoint::verify_checkpoint;
+use accord_domain::checkpoint::{verifier_key_for, verify_checkpoint};
 use accord_domain::merkle::{self, Frontier, Hash};
 use accord_domain::payload::{Payload, RegistryEffect};
 use accord_store::{SignedCheckpoint, Store, Visibility};
@@ -26,8 +33,123 @@ pub struct Report {
     pub checkpoints: u64,
     /// Root of the whole log.
     pub root: Hash,
-    /// The size of the checkpoint given with `against`, proven to be a prefix.
+    /// The size of the checkpoint given with `against`, proven to be a prefix (of the event
+    /// log, or of the access log when the kept checkpoint is the access log's).
     pub extends: Option<u64>,
+    /// Access records checked.
+    pub accesses: u64,
+    /// Access-log checkpoints checked.
+    pub access_checkpoints: u64,
+    /// Root of the whole access log.
+    pub access_root: Hash,
+}
+
+/// One Merkle log recomputed leaf by leaf and compared with what is stored.
+struct Tree {
+    /// How positions of this log are named in messages (`position`, `access position`).
+    what: &'static str,
+    frontier: Frontier,
+    checkpoints: BTreeMap<u64, SignedCheckpoint>,
+    against_size: Option<u64>,
+    roots: HashMap<u64, Hash>,
+}
+
+impl Tree {
+    fn new(what: &'static str, checkpoints: BTreeMap<u64, SignedCheckpoint>, against_size: Option<u64>) -> Self {
+        Tree { what, frontier: Frontier::empty(), checkpoints, against_size, roots: HashMap::new() }
+    }
+
+    /// Checks that `position` is the next one, then adds its leaf and compares the hashes it
+    /// stores with `stored`.
+    fn push(&mut self, position: u64, leaf: Hash, stored: &HashMap<u64, Hash>) -> Result<(), Failure> {
+        let what = self.what;
+        if position != self.frontier.size() {
+            return Err(diverged(format!(
+                "{what} {} is missing (next stored {what} is {position})",
+                self.frontier.size()
+            )));
+        }
+        let new = self.frontier.push(leaf);
+        for (k, h) in new.hashes.iter().enumerate() {
+            let idx = new.first + k as u64;
+            match stored.get(&idx) {
+                None => return Err(diverged(format!("{what} {position}: merkle hash {idx} is missing"))),
+                Some(s) if s != h => {
+                    return Err(diverged(format!(
+                        "{what} {position}: stored merkle hash {idx} differs from the recomputed tree"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        let size = self.frontier.size();
+        if self.checkpoints.contains_key(&size) || self.against_size == Some(size) {
+            self.roots.insert(size, self.frontier.root());
+        }
+        Ok(())
+    }
+
+    /// Checks what is stored beyond the tree, every checkpoint, and the kept one.
+    fn finish(
+        &self,
+        beyond: Option<u64>,
+        verifier_keys: &[String],
+        against: Option<&str>,
+    ) -> Result<Option<u64>, Failure> {
+        let (what, n) = (self.what, self.frontier.size());
+        if let Some(idx) = beyond {
+            return Err(diverged(format!("{what}s: merkle hash {idx} is stored beyond the tree of size {n}")));
+        }
+        for (size, cp) in &self.checkpoints {
+            let root = self
+                .roots
+                .get(size)
+                .ok_or_else(|| diverged(format!("{what}s: checkpoint of size {size} is beyond the log size {n}")))?;
+            if &cp.root != root {
+                return Err(diverged(format!(
+                    "{what}s: checkpoint of size {size}: stored root differs from the recomputed tree"
+                )));
+            }
+            let v = verify_checkpoint(&cp.note, verifier_keys)
+                .map_err(|e| diverged(format!("{what}s: checkpoint of size {size}: {e}")))?;
+            if v.size != *size || v.root != *root {
+                return Err(diverged(format!(
+                    "{what}s: checkpoint of size {size}: the signed note says size {} and another root",
+                    v.size
+                )));
+            }
+        }
+        let Some(note) = against else { return Ok(None) };
+        let v = verify_checkpoint(note, verifier_keys).map_err(|e| diverged(format!("the kept checkpoint: {e}")))?;
+        let root = self.roots.get(&v.size).ok_or_else(|| {
+            diverged(format!(
+                "the kept checkpoint has size {}, but the log now holds only {n} entries: the log was truncated",
+                v.size
+            ))
+        })?;
+        if &v.root != root {
+            return Err(diverged(format!(
+                "the log does not extend the kept checkpoint: at size {} its root differs (history was rewritten)",
+                v.size
+            )));
+        }
+        Ok(Some(v.size))
+    }
+}
+
+/// Every stored checkpoint of one log, by size.
+async fn all_checkpoints(store: &Store, access: bool) -> Result<BTreeMap<u64, SignedCheckpoint>, Failure> {
+    let mut out: BTreeMap<u64, SignedCheckpoint> = BTreeMap::new();
+    loop {
+        let from = out.keys().next_back().map_or(0, |s| s + 1);
+        let page =
+            if access { store.access_checkpoints(from, PAGE).await? } else { store.checkpoints(from, PAGE).await? };
+        let done = page.len() < PAGE as usize;
+        out.extend(page.into_iter().map(|c| (c.tree_size, c)));
+        if done {
+            return Ok(out);
+        }
+    }
 }
 
 /// Why verification failed.
@@ -57,28 +179,20 @@ const PAGE: u32 = 1000;
 
 /// Verifies the whole log. `progress` is called after each page with the events checked so far.
 pub async fn verify(store: &Store, against: Option<&str>, mut progress: impl FnMut(u64)) -> Result<Report, Failure> {
-    let mut checkpoints: BTreeMap<u64, SignedCheckpoint> = BTreeMap::new();
-    loop {
-        let from = checkpoints.keys().next_back().map_or(0, |s| s + 1);
-        let page = store.checkpoints(from, PAGE).await?;
-        let done = page.len() < PAGE as usize;
-        checkpoints.extend(page.into_iter().map(|c| (c.tree_size, c)));
-        if done {
-            break;
-        }
-    }
+    // A kept checkpoint is the access log's when its origin line is an access origin.
+    let kept_access = against.is_some_and(|n| n.lines().next().is_some_and(|o| o.ends_with("/access")));
+    let (against, against_access) = if kept_access { (None, against) } else { (against, None) };
 
     let mut keys: HashMap<String, LogKey> = HashMap::new();
     let mut verifier_keys: Vec<String> = Vec::new();
     let mut adoptions: Vec<u64> = Vec::new();
     let mut agencies: HashMap<String, (accord_domain::payload::AgencyKind, bool, u64)> = HashMap::new();
     let mut streams: HashMap<String, u64> = HashMap::new();
-    let mut roots: HashMap<u64, Hash> = HashMap::new();
     let against_size = match against {
         Some(note) => Some(note_size(note).map_err(|m| diverged(format!("the kept checkpoint: {m}")))?),
         None => None,
     };
-    let mut frontier = Frontier::empty();
+    let mut tree = Tree::new("position", all_checkpoints(store, false).await?, against_size);
     let mut next = 0u64;
     loop {
         let page = store.read_all(next, PAGE, &Visibility::All).await?;
@@ -92,12 +206,6 @@ pub async fn verify(store: &Store, against: Option<&str>, mut progress: impl FnM
             let stored: HashMap<u64, Hash> = stored.into_iter().collect();
             for e in &page.events {
                 let p = e.position;
-                if p != frontier.size() {
-                    return Err(diverged(format!(
-                        "position {} is missing (next stored position is {p})",
-                        frontier.size()
-                    )));
-                }
                 let leaf = e.leaf().hash();
                 if leaf != e.leaf_hash {
                     return Err(diverged(format!(
@@ -173,35 +281,17 @@ pub async fn verify(store: &Store, against: Option<&str>, mut progress: impl FnM
                     _ => {}
                 }
 
-                let new = frontier.push(leaf);
-                for (k, h) in new.hashes.iter().enumerate() {
-                    let idx = new.first + k as u64;
-                    match stored.get(&idx) {
-                        None => return Err(diverged(format!("position {p}: merkle hash {idx} is missing"))),
-                        Some(s) if s != h => {
-                            return Err(diverged(format!(
-                                "position {p}: stored merkle hash {idx} differs from the recomputed tree"
-                            )));
-                        }
-                        Some(_) => {}
-                    }
-                }
-                let size = frontier.size();
-                if checkpoints.contains_key(&size) || against_size == Some(size) {
-                    roots.insert(size, frontier.root());
-                }
+                tree.push(p, leaf, &stored)?;
             }
-            progress(frontier.size());
+            progress(tree.frontier.size());
         }
         if page.next >= page.log_size {
             break;
         }
         next = page.next;
     }
-    let n = frontier.size();
-    if let Some((idx, _)) = store.hash_range(merkle::stored_hash_count(n), i64::MAX as u64).await?.first() {
-        return Err(diverged(format!("merkle hash {idx} is stored beyond the tree of size {n}")));
-    }
+    let n = tree.frontier.size();
+    let beyond = store.hash_range(merkle::stored_hash_count(n), i64::MAX as u64).await?.first().map(|(i, _)| *i);
 
     // The key tables must say exactly what the registry events say.
     let table = store.keys().await?;
@@ -244,43 +334,109 @@ pub async fn verify(store: &Store, against: Option<&str>, mut progress: impl FnM
         )));
     }
 
-    for (size, cp) in &checkpoints {
-        let root =
-            roots.get(size).ok_or_else(|| diverged(format!("checkpoint of size {size} is beyond the log size {n}")))?;
-        if &cp.root != root {
-            return Err(diverged(format!("checkpoint of size {size}: stored root differs from the recomputed tree")));
-        }
-        let v = verify_checkpoint(&cp.note, &verifier_keys)
-            .map_err(|e| diverged(format!("checkpoint of size {size}: {e}")))?;
-        if v.size != *size || v.root != *root {
-            return Err(diverged(format!(
-                "checkpoint of size {size}: the signed note says size {} and another root",
-                v.size
-            )));
-        }
-    }
+    let extends = tree.finish(beyond, &verifier_keys, against)?;
+    let access_keys = verifier_keys
+        .iter()
+        .map(|k| {
+            let name = k.split('+').next().unwrap_or_default();
+            verifier_key_for(k, &accord_ledger::access_origin(name))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| diverged(format!("a log key recorded in the log: {e}")))?;
+    let access = verify_access(store, &access_keys, against_access).await?;
+    Ok(Report {
+        events: n,
+        checkpoints: tree.checkpoints.len() as u64,
+        root: tree.frontier.root(),
+        extends: extends.or(access.extends),
+        accesses: access.size,
+        access_checkpoints: access.checkpoints,
+        access_root: access.root,
+    })
+}
 
-    let extends = match against {
-        Some(note) => {
-            let v =
-                verify_checkpoint(note, &verifier_keys).map_err(|e| diverged(format!("the kept checkpoint: {e}")))?;
-            let root = roots.get(&v.size).ok_or_else(|| {
-                diverged(format!(
-                    "the kept checkpoint has size {}, but the log now holds only {n} events: the log was truncated",
-                    v.size
-                ))
-            })?;
-            if &v.root != root {
-                return Err(diverged(format!(
-                    "the log does not extend the kept checkpoint: at size {} its root differs (history was rewritten)",
-                    v.size
-                )));
-            }
-            Some(v.size)
-        }
+struct AccessReport {
+    size: u64,
+    checkpoints: u64,
+    root: Hash,
+    extends: Option<u64>,
+}
+
+/// Recomputes the access log (see the module documentation).
+async fn verify_access(
+    store: &Store,
+    verifier_keys: &[String],
+    against: Option<&str>,
+) -> Result<AccessReport, Failure> {
+    use prost::Message as _;
+    let against_size = match against {
+        Some(note) => Some(note_size(note).map_err(|m| diverged(format!("the kept checkpoint: {m}")))?),
         None => None,
     };
-    Ok(Report { events: n, checkpoints: checkpoints.len() as u64, root: frontier.root(), extends })
+    let mut tree = Tree::new("access position", all_checkpoints(store, true).await?, against_size);
+    loop {
+        let page = store.access_range(tree.frontier.size(), PAGE).await?;
+        let (Some(first), Some(last)) = (page.first(), page.last()) else { break };
+        let (from, to) = (first.position, last.position + 1);
+        let stored: HashMap<u64, Hash> = store
+            .access_hash_range(merkle::stored_hash_index(0, from), merkle::stored_hash_index(0, to))
+            .await?
+            .into_iter()
+            .collect();
+        let mut index: HashMap<u64, Vec<(String, String)>> = HashMap::new();
+        for (p, kind, value) in store.access_index_rows(from, to).await? {
+            index.entry(p).or_default().push((kind, value));
+        }
+        for a in &page {
+            let p = a.position;
+            let leaf = a.leaf().hash();
+            if leaf != a.leaf_hash {
+                return Err(diverged(format!(
+                    "access position {p}: the stored leaf hash does not match the record's bytes and time"
+                )));
+            }
+            let record = accord_proto::v1::AccessRecord::decode(a.record.as_slice())
+                .map_err(|e| diverged(format!("access position {p}: the record does not decode: {e}")))?;
+            let want = accord_ledger::access::entry(&record);
+            if want.access_id != a.access_id
+                || want.at != a.at
+                || want.agency != a.agency
+                || want.user != a.user
+                || want.granted != a.granted
+            {
+                return Err(diverged(format!("access position {p}: the stored columns differ from the record")));
+            }
+            let mut expected: Vec<(String, String)> = want
+                .subjects
+                .into_iter()
+                .map(|v| ("subject".to_owned(), v))
+                .chain(want.items.into_iter().map(|v| ("item".to_owned(), v)))
+                .collect();
+            expected.sort();
+            expected.dedup();
+            let mut found = index.remove(&p).unwrap_or_default();
+            found.sort();
+            if found != expected {
+                return Err(diverged(format!(
+                    "access position {p}: the subject and record index rows differ from the record (an access hidden from or added to auditors' queries)"
+                )));
+            }
+            tree.push(p, leaf, &stored)?;
+        }
+        if let Some(p) = index.keys().min() {
+            return Err(diverged(format!("access position {p}: index rows for a record that is not there")));
+        }
+        if page.len() < PAGE as usize {
+            break;
+        }
+    }
+    let n = tree.frontier.size();
+    if let Some((p, _, _)) = store.access_index_rows(n, i64::MAX as u64).await?.first() {
+        return Err(diverged(format!("access position {p}: index rows beyond the access log of size {n}")));
+    }
+    let beyond = store.access_hash_range(merkle::stored_hash_count(n), i64::MAX as u64).await?.first().map(|(i, _)| *i);
+    let extends = tree.finish(beyond, verifier_keys, against)?;
+    Ok(AccessReport { size: n, checkpoints: tree.checkpoints.len() as u64, root: tree.frontier.root(), extends })
 }
 
 fn is_registry(t: &str) -> bool {

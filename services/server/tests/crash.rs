@@ -139,6 +139,7 @@ fn terminate(mut child: Child) {
 
 async fn read_all(endpoint: &str, token: &str) -> Vec<pb::RecordedEvent> {
     let mut c = Client::connect(endpoint, token).await.unwrap();
+    c.set_purpose(Some("crash test: reading back every acknowledged append")).unwrap();
     let mut out = Vec::new();
     let mut from = 0;
     loop {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use accord_auth::{Authenticator, Principal};
 use accord_domain::Timestamp;
+use accord_ledger::access::{self, AccessLog, Call, Disclosed};
 use accord_ledger::convert::timestamp_pb;
 use accord_policy::{Actor, AgencyFacts, Policy, RecordFacts};
 use accord_proto::v1 as pb;
@@ -17,11 +18,14 @@ use crate::projection::{Case, Content, Disclosure, Entry, Item, Model, Rel, Stat
 use crate::{Error, Projector};
 
 const MAX_LIMIT: u32 = 1000;
+/// The service name recorded in access records.
+const SERVICE: &str = "accord.v1.Views";
 
 /// The Views service.
 #[derive(Clone)]
 pub struct Views {
     projector: Arc<Projector>,
+    access: AccessLog,
     auth: Arc<Authenticator>,
     stopping: tokio::sync::watch::Receiver<bool>,
     limits: DisclosureLimits,
@@ -35,7 +39,8 @@ impl Views {
         auth: Arc<Authenticator>,
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        Self { projector, auth, stopping, limits: DisclosureLimits::default() }
+        let access = AccessLog::new(projector.store().clone());
+        Self { projector, access, auth, stopping, limits: DisclosureLimits::default() }
     }
 
     /// With the disclosure schemes' configurable time limits.
@@ -49,9 +54,23 @@ impl Views {
         pb::views_server::ViewsServer::new(self)
     }
 
-    fn authenticate<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
+    /// Authenticates a reader and checks its stated purpose, noting the caller in `call`.
+    fn reader<T>(&self, req: &Request<T>, call: &mut Call) -> Result<Principal, Status> {
         let header = req.metadata().get("authorization").map(|v| v.to_str().unwrap_or(""));
-        self.auth.authenticate(header).map_err(|e| Status::from(accord_ledger::Error::from(e)))
+        let who = self.auth.authenticate(header).map_err(|e| Status::from(accord_ledger::Error::from(e)))?;
+        call.authenticated(&who);
+        call.require_purpose()?;
+        Ok(who)
+    }
+
+    /// The projector behind this service.
+    pub fn projector(&self) -> &Arc<Projector> {
+        &self.projector
+    }
+
+    /// The disclosure-scheme time limits the answers are computed with.
+    pub fn limits(&self) -> DisclosureLimits {
+        self.limits
     }
 }
 
@@ -88,11 +107,6 @@ fn limit(l: u32) -> Result<usize, Status> {
         1..=MAX_LIMIT => Ok(l as usize),
         _ => Err(Status::invalid_argument(format!("limit: must be 0 to {MAX_LIMIT}, found {l}"))),
     }
-}
-
-fn now() -> Timestamp {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Timestamp(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 fn ts(micros: i64) -> Option<prost_types::Timestamp> {
@@ -183,6 +197,10 @@ struct Viewer<'a> {
 }
 
 impl Viewer<'_> {
+    fn policy_version(&self) -> u64 {
+        self.policy.as_ref().map_or(0, |p| p.version())
+    }
+
     /// A joint view entry as the user may see it: the field groups of the views the policy lets
     /// the user use on it (an action's `own_actions` only where the user's agency owns it).
     fn render_entry(&self, state: &State, actor: &Actor<'_>, x: &Entry, rel: Rel) -> Option<pb::CaseEntry> {
@@ -198,7 +216,7 @@ impl Viewer<'_> {
         if !x.groups.keys().any(|g| shown(g)) {
             return None;
         }
-        let mut fields = std::collections::HashMap::new();
+        let mut fields = std::collections::BTreeMap::new();
         let mut redacted = Vec::new();
         for (g, f) in &x.groups {
             if shown(g) {
@@ -215,7 +233,7 @@ impl Viewer<'_> {
             .corrections
             .iter()
             .filter_map(|c| {
-                let fields: std::collections::HashMap<String, String> =
+                let fields: std::collections::BTreeMap<String, String> =
                     c.fields.iter().filter(|(f, _)| visible_field(f)).map(|(f, v)| (f.clone(), v.clone())).collect();
                 // The entry's update position still tells the user it changed; what changed and
                 // why only where they may see it.
@@ -408,7 +426,7 @@ impl Viewer<'_> {
                         ..Default::default()
                     });
                 }
-                let fields: std::collections::HashMap<String, String> = c
+                let fields: std::collections::BTreeMap<String, String> = c
                     .fields
                     .iter()
                     .filter(|(f, _)| {
@@ -502,9 +520,117 @@ fn case_filter(r: &pb::QueryViewRequest) -> Result<impl Fn(&pb::ViewItem) -> boo
     })
 }
 
+/// The Query answer to `r` from `state`, as `viewer` may see it.
+fn query_answer(state: &State, viewer: &Viewer<'_>, r: &pb::QueryViewRequest) -> Result<pb::QueryViewResponse, Status> {
+    let model = model(r.model)?;
+    let limit = limit(r.limit)?;
+    let shown = case_filter(r)?;
+    let order = match (r.newest_first, r.after_position, r.before_position) {
+        (false, after, None) => Order::After(after),
+        (true, None, before) => Order::NewestBefore(before),
+        (false, _, Some(_)) => {
+            return Err(Status::invalid_argument("before_position: only with newest_first"));
+        }
+        (true, Some(_), _) => {
+            return Err(Status::invalid_argument(
+                "after_position: not with newest_first (page backwards with before_position)",
+            ));
+        }
+    };
+    Ok(pb::QueryViewResponse {
+        items: select(state, viewer, model, order, limit, |_| true, &shown),
+        log_size: state.next_position,
+        policy_version: viewer.policy_version(),
+    })
+}
+
+/// The run of items a subscription sends after `after` from `state`.
+fn subscription_batch(state: &State, viewer: &Viewer<'_>, model: Model, after: Option<u64>) -> Vec<pb::ViewItem> {
+    select(state, viewer, model, Order::After(after), MAX_LIMIT as usize, |_| true, &|_| true)
+}
+
+/// The Escalations answer from `state` at `viewer.at`.
+fn escalations_answer(state: &State, viewer: &Viewer<'_>) -> pb::QueryViewResponse {
+    let at = viewer.at.micros();
+    let overdue =
+        |item: &Item| matches!(&item.content, Content::Notification(n) if n.acknowledged.is_none() && n.deadline < at);
+    pb::QueryViewResponse {
+        items: select(
+            state,
+            viewer,
+            Model::NotificationsSent,
+            Order::After(None),
+            MAX_LIMIT as usize,
+            overdue,
+            &|_| true,
+        ),
+        log_size: state.next_position,
+        policy_version: viewer.policy_version(),
+    }
+}
+
+fn escalation_time(r: &pb::EscalationsRequest, default: Timestamp) -> Result<Timestamp, Status> {
+    match r.at {
+        Some(t) => {
+            accord_ledger::convert::timestamp("at", Some(t)).map_err(|e| Status::invalid_argument(e.to_string()))
+        }
+        None => Ok(default),
+    }
+}
+
+/// What an answer of read-model items disclosed, for its access record. Subjects are named as
+/// the read models show them: a notification's `child`, a referral's `person`, a MAPPA case's
+/// `nominal` (the records touched are listed for every item).
+fn disclosed(who: &Principal, model: Model, items: &[pb::ViewItem], log_size: u64, policy_version: u64) -> Disclosed {
+    let mut d = Disclosed { log_size, policy_version, ..Default::default() };
+    d.action(pb::AccessAction::Consultation);
+    if model == Model::MappaCases && !items.is_empty() {
+        d.action(pb::AccessAction::Combination);
+    }
+    for i in items {
+        let source = |agency: &str, d: &mut Disclosed| {
+            if agency != who.agency.as_str() {
+                d.action(pb::AccessAction::Disclosure);
+                d.recipient(who.agency.as_str());
+            }
+        };
+        source(&i.source_agency, &mut d);
+        d.policies(&i.policy_ids);
+        d.records.push(pb::RecordRef {
+            position: i.record_position,
+            model: model.as_str().to_owned(),
+            item_id: i.item_id.clone(),
+            source_agency: i.source_agency.clone(),
+        });
+        match &i.content {
+            Some(pb::view_item::Content::Notification(n)) => {
+                if let Some(c) = &n.child {
+                    d.subject("child", &c.child_id);
+                }
+            }
+            Some(pb::view_item::Content::Referral(r)) => d.subject("person", &r.subject_id),
+            Some(pb::view_item::Content::MappaCase(c)) => {
+                d.subject("nominal", &c.nominal_id);
+                for e in c.entries.iter().chain(&c.latest_risks) {
+                    source(&e.source_agency, &mut d);
+                    if !d.records.iter().any(|r| r.position == e.position && r.item_id.is_empty()) {
+                        d.records.push(pb::RecordRef {
+                            position: e.position,
+                            source_agency: e.source_agency.clone(),
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+            Some(pb::view_item::Content::Record(_) | pb::view_item::Content::Disclosure(_)) | None => {}
+        }
+    }
+    d
+}
+
 /// What `principal` would have been answered for `model` just after log `position`, under the
-/// sharing policy then in force: the replay the audit service (issue 5) builds on. Not exposed to
-/// callers (see `views.proto`). Returns the items and the policy version that decided them.
+/// sharing policy then in force (every item, oldest first). Not exposed to callers (see
+/// `views.proto`). Returns the items and the policy version that decided them.
 pub async fn answer_as_of(
     projector: &Projector,
     principal: &Principal,
@@ -515,9 +641,65 @@ pub async fn answer_as_of(
 ) -> Result<(Vec<pb::ViewItem>, u64), Error> {
     let state = projector.as_of(position).await?;
     let policy = projector.sharing().in_force_at(position + 1).await?;
-    let version = policy.as_ref().map_or(0, |p| p.version());
     let viewer = Viewer { principal, policy, at, limits };
+    let version = viewer.policy_version();
     Ok((select(&state, &viewer, model, Order::After(None), usize::MAX, |_| true, &|_| true), version))
+}
+
+/// An audit replay: the answer a recorded Views call was given, re-built from the log prefix it
+/// reflected (`record.log_size`), under the policy version it recorded, for the same caller,
+/// request and instant. Returns the response's type name and its digest-ready encoding (for a
+/// streamed run, the encodings of its messages).
+pub async fn replay(
+    projector: &Projector,
+    who: &Principal,
+    record: &pb::AccessRecord,
+    limits: DisclosureLimits,
+) -> Result<Replayed, Status> {
+    use prost::Message as _;
+    let at = accord_ledger::convert::timestamp("at", record.at).map_err(|e| Status::data_loss(e.to_string()))?;
+    let state = match record.log_size {
+        0 => State::default(),
+        n => projector.as_of(n - 1).await.map_err(status)?,
+    };
+    let policy = match record.policy_version {
+        0 => None,
+        v => projector.sharing().in_force_at(v + 1).await.map_err(|e| status(e.into()))?,
+    };
+    if policy.as_ref().map_or(0, |p| p.version()) != record.policy_version {
+        return Err(Status::failed_precondition(format!(
+            "the access was decided under policy version {}, which the log does not hold as an adoption",
+            record.policy_version
+        )));
+    }
+    let viewer = Viewer { principal: who, policy, at, limits };
+    let bad = |e: prost::DecodeError| Status::data_loss(format!("the recorded request does not decode: {e}"));
+    Ok(match record.method.as_str() {
+        "Query" => {
+            let r = pb::QueryViewRequest::decode(record.request.as_slice()).map_err(bad)?;
+            Replayed::Unary("accord.v1.QueryViewResponse", query_answer(&state, &viewer, &r)?.encode_to_vec())
+        }
+        "Escalations" => {
+            let r = pb::EscalationsRequest::decode(record.request.as_slice()).map_err(bad)?;
+            let viewer = Viewer { at: escalation_time(&r, at)?, ..viewer };
+            Replayed::Unary("accord.v1.QueryViewResponse", escalations_answer(&state, &viewer).encode_to_vec())
+        }
+        "Subscribe" => {
+            let r = pb::SubscribeViewRequest::decode(record.request.as_slice()).map_err(bad)?;
+            let batch = subscription_batch(&state, &viewer, model(r.model)?, r.after_position);
+            Replayed::Stream("accord.v1.ViewItem", batch.iter().map(|i| i.encode_to_vec()).collect())
+        }
+        m => return Err(Status::unimplemented(format!("replay of accord.v1.Views/{m} is not supported"))),
+    })
+}
+
+/// A re-built answer.
+#[derive(Debug, Clone)]
+pub enum Replayed {
+    /// One response message of this type, encoded.
+    Unary(&'static str, Vec<u8>),
+    /// A run of streamed messages of this type, each encoded.
+    Stream(&'static str, Vec<Vec<u8>>),
 }
 
 type ItemStream = Pin<Box<dyn Stream<Item = Result<pb::ViewItem, Status>> + Send>>;
@@ -525,43 +707,26 @@ type ItemStream = Pin<Box<dyn Stream<Item = Result<pb::ViewItem, Status>> + Send
 #[tonic::async_trait]
 impl pb::views_server::Views for Views {
     async fn query(&self, req: Request<pb::QueryViewRequest>) -> Result<Response<pb::QueryViewResponse>, Status> {
-        let who = self.authenticate(&req)?;
-        let r = req.into_inner();
-        let model = model(r.model)?;
-        let limit = limit(r.limit)?;
-        let shown = case_filter(&r)?;
-        let order = match (r.newest_first, r.after_position, r.before_position) {
-            (false, after, None) => Order::After(after),
-            (true, None, before) => Order::NewestBefore(before),
-            (false, _, Some(_)) => {
-                return Err(Status::invalid_argument("before_position: only with newest_first"));
-            }
-            (true, Some(_), _) => {
-                return Err(Status::invalid_argument(
-                    "after_position: not with newest_first (page backwards with before_position)",
-                ));
-            }
-        };
-        let sharing = self.projector.sharing();
-        let log_size = self.projector.store().log_size().await.map_err(|e| status(e.into()))?;
-        let policy = sharing.in_force_at(log_size).await.map_err(|e| status(e.into()))?;
-        let viewer = Viewer { principal: &who, policy: policy.clone(), at: now(), limits: self.limits };
-        let (items, size) = self
-            .projector
-            .read(log_size, |state| {
-                (select(state, &viewer, model, order, limit, |_| true, &shown), state.next_position)
-            })
-            .await
-            .map_err(status)?;
-        tracing::info!(
-            agency = %who.agency, user = %who.user, model = model.as_str(), items = items.len(), log_size = size,
-            "read model queried"
-        );
-        Ok(Response::new(pb::QueryViewResponse {
-            items,
-            log_size: size,
-            policy_version: policy.map_or(0, |p| p.version()),
-        }))
+        let mut call = Call::start(&req, SERVICE, "Query", prost::Message::encode_to_vec(req.get_ref()));
+        let outcome = async {
+            let who = self.reader(&req, &mut call)?;
+            let r = req.into_inner();
+            let model = model(r.model)?;
+            let sharing = self.projector.sharing();
+            let log_size = self.projector.store().log_size().await.map_err(|e| status(e.into()))?;
+            let policy = sharing.in_force_at(log_size).await.map_err(|e| status(e.into()))?;
+            let viewer = Viewer { principal: &who, policy, at: call.at(), limits: self.limits };
+            let answer =
+                self.projector.read(log_size, |state| query_answer(state, &viewer, &r)).await.map_err(status)??;
+            tracing::info!(
+                agency = %who.agency, user = %who.user, model = model.as_str(), items = answer.items.len(),
+                log_size = answer.log_size, "read model queried"
+            );
+            let d = disclosed(&who, model, &answer.items, answer.log_size, answer.policy_version);
+            Ok((answer, d))
+        }
+        .await;
+        self.access.finish(&call, outcome).await
     }
 
     type SubscribeStream = ItemStream;
@@ -570,16 +735,21 @@ impl pb::views_server::Views for Views {
         &self,
         req: Request<pb::SubscribeViewRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let who = self.authenticate(&req)?;
+        let mut call = Call::start(&req, SERVICE, "Subscribe", prost::Message::encode_to_vec(req.get_ref()));
+        let (who, model) = match self.reader(&req, &mut call).and_then(|w| Ok((w, model(req.get_ref().model)?))) {
+            Ok(x) => x,
+            Err(s) => return Err(self.access.denied(&call, s).await),
+        };
         let r = req.into_inner();
-        let model = model(r.model)?;
         let mut after = r.after_position;
         let limits = self.limits;
         let projector = Arc::clone(&self.projector);
+        let access = self.access.clone();
         let mut stopping = self.stopping.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
             let mut applied = projector.watch_applied();
+            let mut sent = 0u64;
             loop {
                 if *stopping.borrow() {
                     let _ = tx
@@ -597,11 +767,14 @@ impl pb::views_server::Views for Views {
                         return;
                     }
                 };
-                let viewer = Viewer { principal: &who, policy, at: now(), limits };
-                let batch = match projector
-                    .read(0, |s| {
-                        select(s, &viewer, model, Order::After(after), MAX_LIMIT as usize, |_| true, &|_| true)
-                    })
+                // The request this run of items answers: the subscription resumed after `after`.
+                let run = call.with_request(prost::Message::encode_to_vec(&pb::SubscribeViewRequest {
+                    model: r.model,
+                    after_position: after,
+                }));
+                let viewer = Viewer { principal: &who, policy, at: run.at(), limits };
+                let (batch, size) = match projector
+                    .read(0, |s| (subscription_batch(s, &viewer, model, after), s.next_position))
                     .await
                 {
                     Ok(b) => b,
@@ -611,6 +784,16 @@ impl pb::views_server::Views for Views {
                     }
                 };
                 let full = batch.len() >= MAX_LIMIT as usize;
+                if !batch.is_empty() {
+                    // One access record per run, written before the run leaves the server.
+                    let mut d = disclosed(&who, model, &batch, size, viewer.policy_version());
+                    d.stream_index = sent;
+                    if let Err(s) = access.granted(&run, d, access::stream_digest(&batch)).await {
+                        let _ = tx.send(Err(s)).await;
+                        return;
+                    }
+                    sent += batch.len() as u64;
+                }
                 for item in batch {
                     after = Some(item.position);
                     if tx.send(Ok(item)).await.is_err() {
@@ -634,40 +817,19 @@ impl pb::views_server::Views for Views {
         &self,
         req: Request<pb::EscalationsRequest>,
     ) -> Result<Response<pb::QueryViewResponse>, Status> {
-        let who = self.authenticate(&req)?;
-        let r = req.into_inner();
-        let at = match r.at {
-            Some(t) => {
-                accord_ledger::convert::timestamp("at", Some(t)).map_err(|e| Status::invalid_argument(e.to_string()))?
-            }
-            None => now(),
-        };
-        let log_size = self.projector.store().log_size().await.map_err(|e| status(e.into()))?;
-        let policy = self.projector.sharing().in_force_at(log_size).await.map_err(|e| status(e.into()))?;
-        let viewer = Viewer { principal: &who, policy: policy.clone(), at, limits: self.limits };
-        let overdue = |item: &Item| matches!(&item.content, Content::Notification(n) if n.acknowledged.is_none() && n.deadline < at.micros());
-        let (items, size) = self
-            .projector
-            .read(log_size, |state| {
-                (
-                    select(
-                        state,
-                        &viewer,
-                        Model::NotificationsSent,
-                        Order::After(None),
-                        MAX_LIMIT as usize,
-                        overdue,
-                        &|_| true,
-                    ),
-                    state.next_position,
-                )
-            })
-            .await
-            .map_err(status)?;
-        Ok(Response::new(pb::QueryViewResponse {
-            items,
-            log_size: size,
-            policy_version: policy.map_or(0, |p| p.version()),
-        }))
+        let mut call = Call::start(&req, SERVICE, "Escalations", prost::Message::encode_to_vec(req.get_ref()));
+        let outcome = async {
+            let who = self.reader(&req, &mut call)?;
+            let at = escalation_time(req.get_ref(), call.at())?;
+            let log_size = self.projector.store().log_size().await.map_err(|e| status(e.into()))?;
+            let policy = self.projector.sharing().in_force_at(log_size).await.map_err(|e| status(e.into()))?;
+            let viewer = Viewer { principal: &who, policy, at, limits: self.limits };
+            let answer =
+                self.projector.read(log_size, |state| escalations_answer(state, &viewer)).await.map_err(status)?;
+            let d = disclosed(&who, Model::NotificationsSent, &answer.items, answer.log_size, answer.policy_version);
+            Ok((answer, d))
+        }
+        .await;
+        self.access.finish(&call, outcome).await
     }
 }

@@ -1,0 +1,323 @@
+//! The access log (DESIGN.md: "two logs share one implementation: the event log and the access
+//! log"): a second append-only Merkle log in the same database, recording who asked for what and
+//! whether it was granted. Same guarantees as the event log: tables refused UPDATE and DELETE by
+//! trigger, RFC 6962 hashes stored by tlog stored-hash index, a checkpoint signed per committed
+//! batch, inclusion and consistency proofs (the proof code is the event log's, parametrised by
+//! [`Log`](crate::backend::Log)).
+//!
+//! Writes go through one writer task per process, like the sequencer but with a single rule (an
+//! access id is recorded once): each round takes every request waiting, opens one transaction
+//! holding the access log's lock (`BEGIN IMMEDIATE` in SQLite; in PostgreSQL an advisory lock of
+//! its own, so access writes never wait on event appends), reads the head, assigns gap-free
+//! positions, writes rows, index rows, hashes and a signed checkpoint, commits, and only then
+//! answers. A refused request (duplicate id) writes nothing and does not disturb the others; if
+//! the transaction fails, every request of the round gets the error and nothing is acknowledged.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use accord_domain::Timestamp;
+use accord_domain::checkpoint::LogSigner;
+use accord_domain::merkle::{self, Frontier, Hash};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::backend;
+use crate::{Db, Error, Result, SignedCheckpoint};
+
+/// The most entries the writer commits in one transaction (several requests).
+const MAX_GROUP_ENTRIES: usize = 4000;
+
+/// One access record to write. `record` is opaque to the store (the server's encoded protobuf
+/// `AccessRecord`); the index fields are copies of some of its fields, for queries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessEntry {
+    /// UUIDv7 bytes, unique in the access log.
+    pub access_id: [u8; 16],
+    /// When the call was answered (µs), from the caller.
+    pub at: Timestamp,
+    /// The caller's agency (`""` when unauthenticated).
+    pub agency: String,
+    /// The caller's user id (`""` when unauthenticated).
+    pub user: String,
+    /// Whether the call was granted.
+    pub granted: bool,
+    /// Subjects the call concerned, e.g. `child:c-123` (stored distinct).
+    pub subjects: Vec<String>,
+    /// Items the call concerned, e.g. `pos:42` (stored distinct).
+    pub items: Vec<String>,
+    /// The encoded access record, verbatim.
+    pub record: Vec<u8>,
+}
+
+/// An access record as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedAccess {
+    /// Position in the access log (= leaf index).
+    pub position: u64,
+    /// The access id.
+    pub access_id: [u8; 16],
+    /// When the call was answered.
+    pub at: Timestamp,
+    /// The caller's agency.
+    pub agency: String,
+    /// The caller's user id.
+    pub user: String,
+    /// Whether the call was granted.
+    pub granted: bool,
+    /// The encoded access record, verbatim.
+    pub record: Vec<u8>,
+    /// Stored leaf hash.
+    pub leaf_hash: Hash,
+}
+
+impl RecordedAccess {
+    /// The leaf this record's stored fields commit to (recomputed from the record bytes).
+    pub fn leaf(&self) -> merkle::AccessLeaf {
+        merkle::AccessLeaf { position: self.position, at: self.at, record_sha256: merkle::sha256(&self.record) }
+    }
+}
+
+/// Which access records [`Store::accesses`](crate::Store::accesses) returns. Every condition set
+/// must hold.
+#[derive(Debug, Clone, Default)]
+pub struct AccessFilter {
+    /// The caller's agency.
+    pub agency: Option<String>,
+    /// The caller's user id (combine with `agency` for one precise user).
+    pub user: Option<String>,
+    /// A subject in the subject index (exact).
+    pub subject: Option<String>,
+    /// An item in the item index (exact).
+    pub item: Option<String>,
+    /// Another item the record must also have (exact): the service scopes an auditor's queries
+    /// with it (`party:<agency>`), whatever `item` the auditor asks for.
+    pub party: Option<String>,
+    /// Only refused calls.
+    pub denied_only: bool,
+    /// `at >= from`.
+    pub from: Option<Timestamp>,
+    /// `at < to`.
+    pub to: Option<Timestamp>,
+    /// Keyset paging: `position > after_position`.
+    pub after_position: Option<u64>,
+    /// At most this many (clamped to 1..=1000; 0 means 100).
+    pub limit: u32,
+}
+
+impl AccessFilter {
+    pub(crate) fn effective_limit(&self) -> u32 {
+        match self.limit {
+            0 => 100,
+            n => n.min(1000),
+        }
+    }
+}
+
+pub(crate) struct Request {
+    pub(crate) entries: Vec<AccessEntry>,
+    pub(crate) reply: oneshot::Sender<Result<Vec<u64>>>,
+}
+
+/// What a round writes and answers.
+pub(crate) struct Plan {
+    pub(crate) outcomes: Vec<Result<Vec<u64>>>,
+    pub(crate) rows: Vec<RecordedAccess>,
+    /// (position, subject), distinct per position.
+    pub(crate) subjects: Vec<(u64, String)>,
+    /// (position, item), distinct per position.
+    pub(crate) items: Vec<(u64, String)>,
+    pub(crate) hashes: Vec<(u64, Hash)>,
+    pub(crate) frontier: Frontier,
+}
+
+fn distinct(values: &[String]) -> BTreeSet<&str> {
+    values.iter().map(String::as_str).collect()
+}
+
+/// Decides a round. Pure: `existing` holds the round's ids already recorded.
+pub(crate) fn plan(frontier: Frontier, existing: &HashSet<[u8; 16]>, requests: &[&[AccessEntry]]) -> Plan {
+    let mut p = Plan {
+        outcomes: Vec::with_capacity(requests.len()),
+        rows: Vec::new(),
+        subjects: Vec::new(),
+        items: Vec::new(),
+        hashes: Vec::new(),
+        frontier,
+    };
+    let mut planned: HashSet<[u8; 16]> = HashSet::new();
+    for entries in requests {
+        let mut seen = HashSet::new();
+        if let Some(e) = entries.iter().find(|e| !seen.insert(e.access_id)) {
+            p.outcomes
+                .push(Err(Error::Invalid(format!("access id {} appears twice in the request", hex(&e.access_id)))));
+            continue;
+        }
+        if let Some(e) = entries.iter().find(|e| existing.contains(&e.access_id) || planned.contains(&e.access_id)) {
+            p.outcomes.push(Err(Error::Duplicate(format!("access id {} is already recorded", hex(&e.access_id)))));
+            continue;
+        }
+        let mut positions = Vec::with_capacity(entries.len());
+        for e in entries.iter() {
+            let position = p.frontier.size();
+            let mut r = RecordedAccess {
+                position,
+                access_id: e.access_id,
+                at: e.at,
+                agency: e.agency.clone(),
+                user: e.user.clone(),
+                granted: e.granted,
+                record: e.record.clone(),
+                leaf_hash: Hash([0; 32]),
+            };
+            r.leaf_hash = r.leaf().hash();
+            let stored = p.frontier.push(r.leaf_hash);
+            p.hashes.extend(stored.hashes.iter().enumerate().map(|(k, h)| (stored.first + k as u64, *h)));
+            p.subjects.extend(distinct(&e.subjects).into_iter().map(|s| (position, s.to_owned())));
+            p.items.extend(distinct(&e.items).into_iter().map(|s| (position, s.to_owned())));
+            planned.insert(e.access_id);
+            positions.push(position);
+            p.rows.push(r);
+        }
+        p.outcomes.push(Ok(positions));
+    }
+    p
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// One round against one backend. Generated for both, like the queries.
+macro_rules! round {
+    ($name:ident, $q:ident, $begin:path, $Pool:ty) => {
+        async fn $name(
+            pool: &$Pool,
+            cached: &mut Option<Frontier>,
+            signer: &LogSigner,
+            requests: &[&[AccessEntry]],
+        ) -> Result<Plan> {
+            use backend::$q as q;
+            let mut tx = $begin(pool).await?;
+            let size = q::access_size(&mut *tx).await?;
+            let frontier = match cached.take() {
+                Some(f) if f.size() == size => f,
+                // First round, or another process wrote since our last round.
+                _ => {
+                    let idx = merkle::tree_hash_indexes(size);
+                    let h = q::log_hashes(&mut *tx, backend::Log::Access, &idx).await?;
+                    Frontier::from_hashes(size, h)?
+                }
+            };
+            let ids: Vec<Vec<u8>> = requests.iter().flat_map(|r| r.iter().map(|e| e.access_id.to_vec())).collect();
+            let existing: HashSet<[u8; 16]> = q::existing_access_ids(&mut *tx, &ids)
+                .await?
+                .into_iter()
+                .map(|id| id.try_into().map_err(|_| Error::Corrupt("an access_id is not 16 bytes".into())))
+                .collect::<Result<_>>()?;
+            let plan = plan(frontier.clone(), &existing, requests);
+            if plan.rows.is_empty() {
+                tx.rollback().await.map_err(crate::error::db("ending a read-only access round"))?;
+                *cached = Some(frontier);
+                return Ok(plan);
+            }
+            let size = plan.frontier.size();
+            let root = plan.frontier.root();
+            let cp =
+                SignedCheckpoint { tree_size: size, root, note: signer.sign(size, root)?, signed_at: Timestamp::now() };
+            q::insert_access(&mut *tx, &plan, &cp).await?;
+            tx.commit().await.map_err(crate::error::db("committing access records"))?;
+            *cached = Some(plan.frontier.clone());
+            Ok(plan)
+        }
+    };
+}
+
+round!(round_sqlite, sqlite, backend::begin_sqlite, sqlx::SqlitePool);
+round!(round_postgres, postgres, backend::begin_postgres_access, sqlx::PgPool);
+
+/// The writer task: runs until every sender is dropped, answering what was queued.
+pub(crate) async fn run(db: Db, signer: LogSigner, mut rx: mpsc::Receiver<Request>, head: Arc<watch::Sender<u64>>) {
+    let mut cached: Option<Frontier> = None;
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        let mut n = group[0].entries.len();
+        while n < MAX_GROUP_ENTRIES {
+            match rx.try_recv() {
+                Ok(r) => {
+                    n += r.entries.len();
+                    group.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let requests: Vec<&[AccessEntry]> = group.iter().map(|r| r.entries.as_slice()).collect();
+        let span = tracing::debug_span!("access_round", requests = group.len(), entries = n);
+        let result = {
+            let _g = span.enter();
+            match &db {
+                Db::Sqlite(p) => round_sqlite(p, &mut cached, &signer, &requests).await,
+                Db::Postgres(p) => round_postgres(p, &mut cached, &signer, &requests).await,
+            }
+        };
+        match result {
+            Ok(plan) => {
+                if !plan.rows.is_empty() {
+                    head.send_replace(plan.frontier.size());
+                }
+                for (req, outcome) in group.into_iter().zip(plan.outcomes) {
+                    let _ = req.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = group.len(), "access-log round failed; nothing was recorded");
+                cached = None;
+                for req in group {
+                    let _ = req.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: u8, subjects: &[&str]) -> AccessEntry {
+        AccessEntry {
+            access_id: [id; 16],
+            at: Timestamp(10),
+            agency: "met-police".into(),
+            user: "u1".into(),
+            granted: true,
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            items: vec!["pos:1".into(), "pos:1".into()],
+            record: vec![id],
+        }
+    }
+
+    #[test]
+    fn a_refused_request_leaves_no_trace_and_indexes_are_distinct() {
+        let ok1 = vec![entry(1, &["child:a", "child:b", "child:a"]), entry(2, &[])];
+        let dup_recorded = vec![entry(3, &[]), entry(9, &[])];
+        let twice = vec![entry(4, &[]), entry(4, &[])];
+        let dup_round = vec![entry(5, &[]), entry(2, &[])];
+        let ok2 = vec![entry(6, &["child:c"])];
+        let existing = HashSet::from([[9; 16]]);
+        let p = plan(Frontier::empty(), &existing, &[&ok1, &dup_recorded, &twice, &dup_round, &ok2]);
+        assert_eq!(p.outcomes[0].as_ref().unwrap(), &vec![0, 1]);
+        assert!(matches!(&p.outcomes[1], Err(Error::Duplicate(_))));
+        assert!(matches!(&p.outcomes[2], Err(Error::Invalid(_))));
+        assert!(matches!(&p.outcomes[3], Err(Error::Duplicate(_))));
+        assert_eq!(p.outcomes[4].as_ref().unwrap(), &vec![2]);
+        assert_eq!(p.rows.iter().map(|r| r.position).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(p.subjects, vec![(0, "child:a".to_owned()), (0, "child:b".to_owned()), (2, "child:c".to_owned())]);
+        assert_eq!(p.items.len(), 3, "one distinct item per row");
+        let mut f = Frontier::empty();
+        for r in &p.rows {
+            assert_eq!(r.leaf_hash, r.leaf().hash());
+            f.push(r.leaf_hash);
+        }
+        assert_eq!(p.frontier.root(), f.root());
+    }
+}

@@ -1,0 +1,391 @@
+//! The access log, against SQLite and PostgreSQL (the latter when `DATABASE_URL` is set; required
+//! in CI). Records are opaque bytes to the store.
+
+use std::collections::HashSet;
+
+use accord_domain::Timestamp;
+use accord_domain::checkpoint::{LogSigner, verify_checkpoint};
+use accord_domain::merkle::{self, Frontier};
+use accord_store::{AccessEntry, AccessFilter, Error, Options, RecordedAccess, Store};
+use ed25519_dalek::SigningKey;
+
+struct Fixture {
+    store: Store,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn event_signer() -> LogSigner {
+    LogSigner::new("accord.test/log", &SigningKey::from_bytes(&[42; 32])).unwrap()
+}
+
+fn access_signer() -> LogSigner {
+    LogSigner::new("accord.test/access", &SigningKey::from_bytes(&[43; 32])).unwrap()
+}
+
+async fn open(url: &str) -> Store {
+    let store = Store::open(url, Some(event_signer()), Options::default()).await.unwrap();
+    store.start_access_log(access_signer());
+    store
+}
+
+async fn fixture(backend: &str) -> Option<Fixture> {
+    let (url, dir) = match backend {
+        "sqlite" => {
+            let dir = tempfile::tempdir().unwrap();
+            (dir.path().join("accord.db").display().to_string(), Some(dir))
+        }
+        _ => (accord_store::testing::fresh_postgres_url().await?, None),
+    };
+    let store = open(&url).await;
+    Some(Fixture { store, url, _dir: dir })
+}
+
+fn id() -> [u8; 16] {
+    *uuid::Uuid::now_v7().as_bytes()
+}
+
+fn entry(at: i64, agency: &str, user: &str, granted: bool, subjects: &[&str], items: &[&str]) -> AccessEntry {
+    let access_id = id();
+    AccessEntry {
+        access_id,
+        at: Timestamp(at),
+        agency: agency.into(),
+        user: user.into(),
+        granted,
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        items: items.iter().map(|s| s.to_string()).collect(),
+        record: format!("record {at} {agency} {user} {access_id:?}").into_bytes(),
+    }
+}
+
+/// Reads the whole access log, checking positions are 0..n and every leaf hash matches its record.
+async fn all(store: &Store) -> Vec<RecordedAccess> {
+    let mut out = Vec::new();
+    loop {
+        let page = store.access_range(out.len() as u64, 7).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        for a in page {
+            assert_eq!(a.position, out.len() as u64, "gap or disorder in the access log");
+            assert_eq!(a.leaf().hash(), a.leaf_hash, "leaf hash at {}", a.position);
+            out.push(a);
+        }
+    }
+    assert_eq!(store.access_log_size().await.unwrap(), out.len() as u64);
+    out
+}
+
+/// Recomputes the access tree from the leaves and checks roots, checkpoints and proofs.
+async fn check_tree(store: &Store) {
+    let rows = all(store).await;
+    let n = rows.len() as u64;
+    let mut fr = Frontier::empty();
+    let mut roots = Vec::new();
+    for a in &rows {
+        fr.push(a.leaf().hash());
+        roots.push(fr.root());
+    }
+    assert_eq!(store.access_root(n).await.unwrap(), fr.root());
+    let cp = store.access_latest_checkpoint().await.unwrap().unwrap();
+    assert_eq!(cp.tree_size, n);
+    let v = verify_checkpoint(&cp.note, &[access_signer().verifier_key().to_owned()]).unwrap();
+    assert_eq!((v.size, v.root), (n, fr.root()));
+    assert_eq!(v.origin, "accord.test/access");
+    assert!(
+        verify_checkpoint(&cp.note, &[event_signer().verifier_key().to_owned()]).is_err(),
+        "the event log's key does not verify access checkpoints"
+    );
+    let cps = store.access_checkpoints(0, 10_000).await.unwrap();
+    assert!(!cps.is_empty());
+    for c in &cps {
+        assert_eq!(c.root, roots[c.tree_size as usize - 1], "checkpoint {}", c.tree_size);
+    }
+    // Stored leaf hashes sit at stored_hash_index(0, position).
+    let stored = store.access_hash_range(0, merkle::stored_hash_index(0, n)).await.unwrap();
+    let stored: std::collections::HashMap<_, _> = stored.into_iter().collect();
+    for a in &rows {
+        assert_eq!(stored[&merkle::stored_hash_index(0, a.position)], a.leaf_hash);
+    }
+    let mut sizes = vec![1, n / 2 + 1, n];
+    sizes.dedup();
+    for t in sizes {
+        let root_t = store.access_root(t).await.unwrap();
+        assert_eq!(root_t, roots[t as usize - 1]);
+        for pos in [0, t / 2, t - 1] {
+            let (leaf, proof, root) = store.access_inclusion_proof(pos, t).await.unwrap();
+            assert_eq!((leaf, root), (rows[pos as usize].leaf_hash, root_t));
+            merkle::verify_inclusion(&proof, t, root, pos, leaf).unwrap();
+        }
+        for from in [1, t / 2 + 1, t] {
+            let (proof, r_from, r_to) = store.access_consistency_proof(from, t).await.unwrap();
+            assert_eq!((r_from, r_to), (roots[from as usize - 1], root_t));
+            merkle::verify_consistency(&proof, t, r_to, from, r_from).unwrap();
+        }
+    }
+    assert!(matches!(store.access_inclusion_proof(n, n).await, Err(Error::Invalid(_))));
+    assert!(matches!(store.access_inclusion_proof(0, n + 1).await, Err(Error::NotFound(_))));
+    assert!(matches!(store.access_root(n + 1).await, Err(Error::NotFound(_))));
+}
+
+async fn concurrent_records_are_gap_free_and_queries_filter(f: Fixture) {
+    let mut head = f.store.watch_access_head();
+    assert_eq!(*head.borrow_and_update(), 0);
+    let mut tasks = Vec::new();
+    for t in 0..8i64 {
+        let s = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for j in 0..10i64 {
+                let at = 1_000 * j + t;
+                let agency = if t % 2 == 0 { "met-police" } else { "st-marys" };
+                let user = format!("u{}", t % 4);
+                let granted = j % 3 != 0;
+                let subject = format!("child:c-{}", j % 5);
+                let item = format!("pos:{t}-{j}");
+                let batch = if j % 4 == 0 {
+                    vec![
+                        entry(at, agency, &user, granted, &[&subject, &subject], &[&item, &item]),
+                        entry(at, agency, &user, granted, &[], &["school_inbox/n-1"]),
+                    ]
+                } else {
+                    vec![entry(at, agency, &user, granted, &[&subject], &[&item])]
+                };
+                let ids: Vec<_> = batch.iter().map(|e| e.access_id).collect();
+                let positions = s.record_access(batch).await.unwrap();
+                assert_eq!(positions.len(), ids.len());
+                assert!(positions.windows(2).all(|w| w[1] == w[0] + 1), "a request's entries are consecutive");
+                got.extend(ids.into_iter().zip(positions));
+            }
+            got
+        }));
+    }
+    let mut recorded = Vec::new();
+    for t in tasks {
+        recorded.extend(t.await.unwrap());
+    }
+    let rows = all(&f.store).await;
+    let n = rows.len();
+    assert_eq!(n, 8 * (10 + 3));
+    assert_eq!(*head.borrow_and_update(), n as u64);
+    let positions: HashSet<u64> = recorded.iter().map(|(_, p)| *p).collect();
+    assert_eq!(positions.len(), n, "positions are unique");
+    for (id, p) in &recorded {
+        let a = f.store.access_by_id(id).await.unwrap().unwrap();
+        assert_eq!((a.position, &a), (*p, &rows[*p as usize]));
+    }
+    assert!(f.store.access_by_id(&id()).await.unwrap().is_none());
+
+    let query = |filter: AccessFilter| {
+        let s = f.store.clone();
+        async move { s.accesses(&filter).await.unwrap().into_iter().map(|a| a.position).collect::<Vec<_>>() }
+    };
+    let want = |pred: &dyn Fn(&RecordedAccess) -> bool| {
+        rows.iter().filter(|a| pred(a)).map(|a| a.position).take(1000).collect::<Vec<_>>()
+    };
+    let lim = |limit| AccessFilter { limit, ..Default::default() };
+    assert_eq!(query(lim(1000)).await, want(&|_| true));
+    assert_eq!(query(lim(0)).await, want(&|_| true).into_iter().take(100).collect::<Vec<_>>());
+    assert_eq!(query(lim(5)).await, vec![0, 1, 2, 3, 4]);
+    let agency = AccessFilter { agency: Some("st-marys".into()), limit: 1000, ..Default::default() };
+    assert_eq!(query(agency.clone()).await, want(&|a| a.agency == "st-marys"));
+    let user = AccessFilter { user: Some("u1".into()), ..agency.clone() };
+    let w = want(&|a| a.agency == "st-marys" && a.user == "u1");
+    assert!(!w.is_empty());
+    assert_eq!(query(user).await, w);
+    let denied = AccessFilter { denied_only: true, limit: 1000, ..Default::default() };
+    let w = want(&|a| !a.granted);
+    assert_eq!(w.len(), 8 * (4 + 1));
+    assert_eq!(query(denied).await, w);
+    let window =
+        AccessFilter { from: Some(Timestamp(2_000)), to: Some(Timestamp(5_000)), limit: 1000, ..Default::default() };
+    let w = want(&|a| (2_000..5_000).contains(&a.at.0));
+    assert_eq!(w.len(), 8 * (3 + 1));
+    assert_eq!(query(window).await, w);
+
+    // The subject and item indexes: positions from the index rows, compared with the filters.
+    let idx = f.store.access_index_rows(0, n as u64).await.unwrap();
+    let mut sorted = idx.clone();
+    sorted.sort();
+    assert_eq!(idx, sorted, "index rows are ordered by position, kind, value");
+    assert_eq!(idx.iter().filter(|r| r.1 == "subject").count(), 8 * 10, "subjects stored distinct");
+    assert_eq!(idx.iter().filter(|r| r.1 == "item").count(), 8 * (10 + 3), "items stored distinct");
+    let subject = AccessFilter { subject: Some("child:c-2".into()), limit: 1000, ..Default::default() };
+    let w: Vec<u64> = idx.iter().filter(|r| r.1 == "subject" && r.2 == "child:c-2").map(|r| r.0).collect();
+    assert_eq!(w.len(), 8 * 2);
+    assert_eq!(query(subject.clone()).await, w);
+    let item = AccessFilter { item: Some("school_inbox/n-1".into()), limit: 1000, ..Default::default() };
+    let w: Vec<u64> = idx.iter().filter(|r| r.1 == "item" && r.2 == "school_inbox/n-1").map(|r| r.0).collect();
+    assert_eq!(w.len(), 8 * 3);
+    assert_eq!(query(item).await, w);
+    let mid = idx.iter().filter(|r| r.0 >= 10 && r.0 < 20).cloned().collect::<Vec<_>>();
+    assert_eq!(f.store.access_index_rows(10, 20).await.unwrap(), mid);
+
+    // Keyset paging with a combined filter.
+    let combined = AccessFilter { agency: Some("met-police".into()), subject: Some("child:c-0".into()), ..subject };
+    let all_pages = query(AccessFilter { limit: 1000, ..combined.clone() }).await;
+    assert!(all_pages.len() >= 4);
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = query(AccessFilter { after_position: after, limit: 3, ..combined.clone() }).await;
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        after = page.last().copied();
+        paged.extend(page);
+    }
+    assert_eq!(paged, all_pages);
+    check_tree(&f.store).await;
+}
+
+async fn a_duplicate_access_id_is_refused(f: Fixture) {
+    let e = entry(1, "met-police", "u1", true, &["child:a"], &[]);
+    assert_eq!(f.store.record_access(vec![e.clone()]).await.unwrap(), vec![0]);
+    assert!(matches!(f.store.record_access(vec![e.clone()]).await, Err(Error::Duplicate(_))));
+    let other = entry(2, "met-police", "u1", true, &[], &[]);
+    assert!(matches!(f.store.record_access(vec![other.clone(), e.clone()]).await, Err(Error::Duplicate(_))));
+    assert!(matches!(f.store.record_access(vec![other.clone(), other.clone()]).await, Err(Error::Invalid(_))));
+    assert_eq!(f.store.access_log_size().await.unwrap(), 1, "refused requests record nothing");
+    // Concurrent requests with the same new id: exactly one is recorded.
+    let dup = entry(3, "met-police", "u1", true, &[], &[]);
+    let (a, b) = tokio::join!(f.store.record_access(vec![dup.clone()]), f.store.record_access(vec![dup.clone()]));
+    assert_eq!([a.is_ok(), b.is_ok()].iter().filter(|x| **x).count(), 1, "{a:?} {b:?}");
+    assert!(matches!(a.err().or(b.err()), Some(Error::Duplicate(_))));
+    assert_eq!(f.store.record_access(vec![other]).await.unwrap(), vec![2]);
+    assert_eq!(f.store.record_access(Vec::new()).await.unwrap(), Vec::<u64>::new());
+    check_tree(&f.store).await;
+}
+
+async fn access_tables_refuse_update_and_delete(f: Fixture) {
+    f.store.record_access(vec![entry(1, "met-police", "u1", false, &["child:a"], &["pos:1"])]).await.unwrap();
+    let mut statements = vec![
+        "UPDATE access_log SET granted = TRUE",
+        "UPDATE access_log SET record = record",
+        "DELETE FROM access_log WHERE position = 0",
+        "DELETE FROM access_log",
+        "UPDATE access_subjects SET subject = 'x'",
+        "DELETE FROM access_subjects",
+        "UPDATE access_items SET item = 'x'",
+        "DELETE FROM access_items",
+        "UPDATE access_merkle_hashes SET hash = hash",
+        "DELETE FROM access_merkle_hashes",
+        "UPDATE access_checkpoints SET note = 'x'",
+        "DELETE FROM access_checkpoints",
+    ];
+    if f.store.is_postgres() {
+        statements.extend([
+            "TRUNCATE access_log",
+            "TRUNCATE access_subjects",
+            "TRUNCATE access_items",
+            "TRUNCATE access_merkle_hashes",
+            "TRUNCATE access_checkpoints",
+        ]);
+    }
+    for sql in statements {
+        let err = f.store.execute_raw_for_tests(sql).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(all(&f.store).await.len(), 1);
+    assert_eq!(f.store.access_index_rows(0, 1).await.unwrap().len(), 2);
+    check_tree(&f.store).await;
+}
+
+async fn a_failed_round_fails_every_request_and_writes_nothing(f: Fixture) {
+    assert_eq!(f.store.access_log_size().await.unwrap(), 0);
+    let refuse = if f.store.is_postgres() {
+        "CREATE FUNCTION refuse_insert() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'insert refused for the test'; END $$; \
+         CREATE TRIGGER refuse_insert BEFORE INSERT ON access_log FOR EACH ROW EXECUTE FUNCTION refuse_insert();"
+    } else {
+        "CREATE TRIGGER refuse_insert BEFORE INSERT ON access_log \
+         BEGIN SELECT RAISE(ABORT, 'insert refused for the test'); END;"
+    };
+    f.store.execute_raw_for_tests(refuse).await.unwrap();
+    let requests: Vec<_> = (0..6).map(|i| vec![entry(i, "met-police", "u1", true, &["child:a"], &["pos:1"])]).collect();
+    let results = futures::future::join_all(requests.iter().map(|r| f.store.record_access(r.clone()))).await;
+    for r in &results {
+        assert!(matches!(r, Err(Error::Database { .. })), "{r:?}");
+    }
+    assert_eq!(f.store.access_log_size().await.unwrap(), 0);
+    assert!(f.store.access_latest_checkpoint().await.unwrap().is_none());
+    assert!(f.store.access_hash_range(0, 1000).await.unwrap().is_empty());
+    assert!(f.store.access_index_rows(0, 1000).await.unwrap().is_empty());
+    assert_eq!(*f.store.watch_access_head().borrow(), 0);
+
+    let drop =
+        if f.store.is_postgres() { "DROP TRIGGER refuse_insert ON access_log" } else { "DROP TRIGGER refuse_insert" };
+    f.store.execute_raw_for_tests(drop).await.unwrap();
+    // The same requests now succeed, from position 0: nothing of the failed round remains.
+    let again = f.store.record_access(requests[0].clone()).await.unwrap();
+    assert_eq!(again, vec![0]);
+    check_tree(&f.store).await;
+}
+
+async fn the_access_log_is_independent_of_the_event_log_and_survives_reopening(f: Fixture) {
+    assert!(f.store.latest_checkpoint().await.unwrap().is_none(), "no event was appended");
+    f.store.record_access(vec![entry(1, "", "", false, &[], &[])]).await.unwrap();
+    assert_eq!(f.store.log_size().await.unwrap(), 0);
+    assert!(f.store.latest_checkpoint().await.unwrap().is_none());
+    // A second store on the same database stands in for a second server process.
+    let other = open(&f.url).await;
+    let mut tasks = Vec::new();
+    for (i, s) in [f.store.clone(), other.clone()].into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for j in 0..20 {
+                s.record_access(vec![entry(j, "met-police", &format!("p{i}"), true, &[], &[])]).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(all(&f.store).await.len(), 41);
+    check_tree(&f.store).await;
+    other.shutdown().await;
+    f.store.shutdown().await;
+    assert!(matches!(f.store.record_access(vec![entry(1, "", "", true, &[], &[])]).await, Err(Error::Unavailable(_))));
+    let again = open(&f.url).await;
+    assert_eq!(*again.watch_access_head().borrow(), 41);
+    assert_eq!(again.record_access(vec![entry(1, "", "", true, &[], &[])]).await.unwrap(), vec![41]);
+    check_tree(&again).await;
+    again.shutdown().await;
+
+    let unstarted = Store::open(&f.url, None, Options::default()).await.unwrap();
+    assert!(matches!(
+        unstarted.record_access(vec![entry(1, "", "", true, &[], &[])]).await,
+        Err(Error::Unavailable(_))
+    ));
+    assert_eq!(unstarted.accesses(&AccessFilter::default()).await.unwrap().len(), 42);
+}
+
+macro_rules! suite {
+    ($backend:ident: $($test:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if let Some(f) = super::fixture(stringify!($backend)).await {
+                        super::$test(f).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! backends {
+    ($($backend:ident),*) => {$(
+        suite!($backend:
+            concurrent_records_are_gap_free_and_queries_filter,
+            a_duplicate_access_id_is_refused,
+            access_tables_refuse_update_and_delete,
+            a_failed_round_fails_every_request_and_writes_nothing,
+            the_access_log_is_independent_of_the_event_log_and_survives_reopening,
+        );
+    )*};
+}
+
+backends!(sqlite, postgres);
