@@ -145,6 +145,12 @@ impl TestServer {
     /// Stops the server gracefully and starts it again on the same database and keys (a new
     /// port).
     pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await;
+    }
+
+    /// Stops the server and starts it again with `change` applied to its settings.
+    pub async fn restart_with(&mut self, change: impl FnOnce(&mut Settings)) {
+        change(&mut self.settings);
         self.running.take().expect("running").stop().await.expect("clean stop");
         let (addr, running) = accord_server::spawn(self.settings.clone()).await.expect("server restarts");
         self.addr = addr;

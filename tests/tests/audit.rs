@@ -47,7 +47,7 @@ fn record(e: &pb::AccessEntry) -> &pb::AccessRecord {
 /// A police notification reaches a school; the DSL reads the inbox with a stated purpose; the
 /// school's data protection officer finds that read by user, by subject and by record, replays it
 /// and the digest matches; the auditor's own queries are recorded; the DSL cannot read the log.
-async fn an_auditor_finds_and_replays_a_dsl_read(s: TestServer) {
+async fn an_auditor_finds_and_replays_a_dsl_read(mut s: TestServer) {
     let mut police = s.client("met-police", "do-1", &["disclosure_officer"]).await;
     let mut dsl = s.client("st-marys-school", "dsl-1", &["dsl"]).await;
     let mut dpo = s.client("st-marys-school", "dpo-1", AUDITOR).await;
@@ -94,7 +94,11 @@ async fn an_auditor_finds_and_replays_a_dsl_read(s: TestServer) {
     assert!(by_record.iter().any(|e| record(e).access_id == r.access_id));
     assert!(by_record.iter().any(|e| record(e).method == "Append"), "the police append is on record too");
 
-    // The replay re-builds exactly what the DSL was shown.
+    // The replay re-builds exactly what the DSL was shown, also after a restart (the live read
+    // models then come from their stored rows; the replay folds the log).
+    s.restart().await;
+    let mut dpo = s.client("st-marys-school", "dpo-1", AUDITOR).await;
+    let mut dsl = s.client("st-marys-school", "dsl-1", &["dsl"]).await;
     let replay = dpo
         .audit()
         .replay_access(pb::ReplayAccessRequest { access_id: r.access_id.clone() })
@@ -277,6 +281,19 @@ async fn the_access_log_is_tamper_evident(s: TestServer) {
     assert!(e.contains("access position 1"), "{e}");
     assert_eq!(store.execute_raw_for_tests(&set_record(&victim.record)).await.unwrap(), 1);
     accord_server::verify::verify(&store, Some(&kept_pb.note), |_| {}).await.expect("restored");
+
+    // An operator removes the latest checkpoint, to slip records in after the last signed one:
+    // verify names the uncovered tail.
+    store.execute_raw_for_tests(&unprotect("access_checkpoints", "delete")).await.unwrap();
+    let dropped = store
+        .execute_raw_for_tests(
+            "DELETE FROM access_checkpoints WHERE tree_size = (SELECT MAX(tree_size) FROM access_checkpoints)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(dropped, 1);
+    let e = accord_server::verify::verify(&store, None, |_| {}).await.unwrap_err().to_string();
+    assert!(e.contains("no signed checkpoint covers"), "{e}");
 
     // An operator hides an access from auditors' subject queries: verify names it.
     store.execute_raw_for_tests(&unprotect("access_subjects", "delete")).await.unwrap();

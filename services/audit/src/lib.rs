@@ -23,8 +23,6 @@ const SERVICE: &str = "accord.v1.Audit";
 pub const AUDITOR_ROLE: &str = "auditor";
 /// Access records fetched (and recorded as one run) per page of a listing.
 const PAGE: u32 = 500;
-/// The pseudo read model an auditor's answer names the access records it returned under.
-const ACCESS_LOG_MODEL: &str = "access_log";
 
 /// The Audit service.
 #[derive(Clone)]
@@ -108,7 +106,7 @@ fn audited(entries: &[pb::AccessEntry], log_size: u64) -> Disclosed {
         let Some(r) = &e.record else { continue };
         d.records.push(pb::RecordRef {
             position: e.access_position,
-            model: ACCESS_LOG_MODEL.to_owned(),
+            model: access::ACCESS_LOG_MODEL.to_owned(),
             item_id: r.access_id.clone(),
             source_agency: String::new(),
         });
@@ -126,21 +124,7 @@ fn time(field: &str, t: Option<prost_types::Timestamp>) -> Result<Option<accord_
 
 /// The store filter of a listing request by an auditor of `auditor`'s agency.
 fn filter(auditor: &Principal, r: &pb::ListAccessesRequest) -> Result<AccessFilter, Status> {
-    let item = match (r.record_position, r.item_id.is_empty()) {
-        (Some(_), false) => {
-            return Err(Status::invalid_argument(
-                "record_position, item_id: give one of them (a log position or a read-model item)",
-            ));
-        }
-        (Some(p), true) => Some(access::position_key(p)),
-        (None, false) => {
-            if r.model.is_empty() {
-                return Err(Status::invalid_argument("model: required with item_id (for example `school_inbox`)"));
-            }
-            Some(access::item_key(&r.model, &r.item_id))
-        }
-        (None, true) => None,
-    };
+    let item = r.record_position.map(access::position_key);
     let subject = match &r.subject {
         Some(s) if s.kind.is_empty() || s.id.is_empty() => {
             return Err(Status::invalid_argument("subject: needs both kind and id (for example `child`, `c-123`)"));
@@ -205,6 +189,12 @@ impl pb::audit_server::Audit for Audit {
             Err(s) => return Err(self.access.denied(&call, s).await),
         };
         let limit = req.get_ref().limit;
+        // The listing ends at the access log's size when it was asked for: its own records (and
+        // everyone else's reads meanwhile) do not keep it going.
+        let end = match self.store.access_log_size().await {
+            Ok(n) => n,
+            Err(e) => return Err(self.access.denied(&call, store_status(e)).await),
+        };
         let (store, access) = (self.store.clone(), self.access.clone());
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
@@ -220,7 +210,9 @@ impl pb::audit_server::Audit for Audit {
                         return;
                     }
                 };
-                let more = page.len() as u32 == filter.limit;
+                let mut more = page.len() as u32 == filter.limit;
+                let page: Vec<_> = page.into_iter().filter(|a| a.position < end).collect();
+                more &= page.last().is_some_and(|a| a.position + 1 < end);
                 let size = match store.access_log_size().await {
                     Ok(s) => s,
                     Err(e) => {
@@ -316,14 +308,15 @@ impl pb::audit_server::Audit for Audit {
             // The content is what the caller's agency was shown: its own auditors see it (and the
             // replay records that they did); another party's auditor gets the proof only.
             let own = record.who.as_ref().is_some_and(|w| w.agency == auditor.agency.as_str());
-            let response = if own {
+            let matches = digest.as_slice() == record.response_sha256.as_slice();
+            let response = if own && matches {
                 d.records.extend(record.records.iter().cloned());
                 response
             } else {
                 Vec::new()
             };
             let answer = pb::ReplayAccessResponse {
-                digest_matches: digest.as_slice() == record.response_sha256.as_slice(),
+                digest_matches: matches,
                 access: Some(found),
                 response_type: response_type.to_owned(),
                 response,

@@ -716,10 +716,10 @@ impl Ledger {
     }
 
     async fn latest_checkpoint(&self, log: i32) -> Result<accord_store::SignedCheckpoint> {
-        let cp = match pb::Log::try_from(log) {
-            Ok(pb::Log::Events) => self.store.latest_checkpoint().await?,
-            Ok(pb::Log::Access) => self.store.access_latest_checkpoint().await?,
-            Err(_) => return Err(Error::Invalid(format!("log: unknown value {log}"))),
+        let cp = if access_log(log)? {
+            self.store.access_latest_checkpoint().await?
+        } else {
+            self.store.latest_checkpoint().await?
         };
         Ok(cp.ok_or_else(|| accord_store::Error::NotFound("the log is empty".into()))?)
     }
@@ -757,6 +757,15 @@ impl Ledger {
                 }
             }
         }
+    }
+}
+
+/// Whether a request's `log` names the access log (`false`: the event log).
+fn access_log(log: i32) -> Result<bool> {
+    match pb::Log::try_from(log) {
+        Ok(pb::Log::Events) => Ok(false),
+        Ok(pb::Log::Access) => Ok(true),
+        Err(_) => Err(Error::Invalid(format!("log: must be LOG_EVENTS or LOG_ACCESS, found {log}"))),
     }
 }
 
@@ -856,8 +865,17 @@ impl pb::ledger_server::Ledger for Ledger {
         }
         .await;
         // The events are durable once appended; if their access record then fails, the caller
-        // is told to retry, which is safe (the same event ids return the same receipts).
-        self.access.finish(&call, outcome).await
+        // is told so, and to resend the same signed events (the same ids return the same receipts
+        // and the access is recorded then).
+        match outcome {
+            Ok((answer, d)) => match self.access.granted(&call, d, access::digest(&answer)).await {
+                Ok(()) => Ok(Response::new(answer)),
+                Err(_) => Err(Status::unavailable(
+                    "the events were recorded, but their access record could not be written; resend the same signed events (same event ids) to get the receipts",
+                )),
+            },
+            Err(s) => Err(self.access.denied(&call, s).await),
+        }
     }
 
     #[tracing::instrument(skip_all, fields(stream = %req.get_ref().stream))]
@@ -992,7 +1010,7 @@ impl pb::ledger_server::Ledger for Ledger {
         self.authenticate(&req)?;
         let r = req.into_inner();
         let size = if r.tree_size == 0 { self.latest_checkpoint(r.log).await?.tree_size } else { r.tree_size };
-        let (leaf, proof, root) = if r.log == pb::Log::Access as i32 {
+        let (leaf, proof, root) = if access_log(r.log)? {
             self.store.access_inclusion_proof(r.position, size).await
         } else {
             self.store.inclusion_proof(r.position, size).await
@@ -1014,7 +1032,7 @@ impl pb::ledger_server::Ledger for Ledger {
         self.authenticate(&req)?;
         let r = req.into_inner();
         let to = if r.to_size == 0 { self.latest_checkpoint(r.log).await?.tree_size } else { r.to_size };
-        let (proof, from_root, to_root) = if r.log == pb::Log::Access as i32 {
+        let (proof, from_root, to_root) = if access_log(r.log)? {
             self.store.access_consistency_proof(r.from_size, to).await
         } else {
             self.store.consistency_proof(r.from_size, to).await

@@ -54,6 +54,10 @@ pub struct Settings {
     pub store: accord_store::Options,
     /// Disclosure-scheme time limits shown in the disclosure register.
     pub disclosure_limits: accord_views::DisclosureLimits,
+    /// Views answers without access records: only for the benchmark that measures what the
+    /// access log costs. Not reachable from the command line, environment or any file.
+    #[doc(hidden)]
+    pub unrecorded_views_for_benchmarks: bool,
 }
 
 impl Settings {
@@ -69,6 +73,7 @@ impl Settings {
             audience: DEFAULT_AUDIENCE.to_owned(),
             store: Default::default(),
             disclosure_limits: Default::default(),
+            unrecorded_views_for_benchmarks: false,
         }
     }
 }
@@ -124,8 +129,12 @@ impl Server {
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let projector = accord_views::Projector::open(Arc::clone(&sharing)).await.context("opening the read models")?;
         let auth = Arc::new(auth);
-        let views = accord_views::Views::new(Arc::clone(&projector), Arc::clone(&auth), stopping_rx.clone())
+        let mut views = accord_views::Views::new(Arc::clone(&projector), Arc::clone(&auth), stopping_rx.clone())
             .with_limits(settings.disclosure_limits);
+        if settings.unrecorded_views_for_benchmarks {
+            tracing::warn!("Views answers are NOT recorded in the access log (benchmark setting)");
+            views = views.with_access_log(accord_ledger::access::AccessLog::unrecorded_for_benchmarks(store.clone()));
+        }
         let audit = accord_audit::Audit::new(Arc::clone(&projector), Arc::clone(&auth), settings.disclosure_limits);
         let ledger = Ledger::new(sharing, auth, settings.origin.clone(), stopping_rx);
         Ok(Server { listener, store, ledger, views, audit, projector, stopping })

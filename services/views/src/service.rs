@@ -43,6 +43,14 @@ impl Views {
         Self { projector, access, auth, stopping, limits: DisclosureLimits::default() }
     }
 
+    /// Recording into `access` instead of the store's access log (benchmarks only: see
+    /// [`AccessLog::unrecorded_for_benchmarks`]).
+    #[doc(hidden)]
+    pub fn with_access_log(mut self, access: AccessLog) -> Self {
+        self.access = access;
+        self
+    }
+
     /// With the disclosure schemes' configurable time limits.
     pub fn with_limits(mut self, limits: DisclosureLimits) -> Self {
         self.limits = limits;
@@ -61,6 +69,18 @@ impl Views {
         call.authenticated(&who);
         call.require_purpose()?;
         Ok(who)
+    }
+
+    /// Brings the policy history up to the log's current size (so a read never uses a policy
+    /// that has been replaced) and returns that size.
+    async fn current_policy(&self) -> Result<u64, Status> {
+        let log_size = self.projector.store().log_size().await.map_err(|e| status(e.into()))?;
+        self.projector.sharing().in_force_at(log_size).await.map_err(|e| status(e.into()))?;
+        Ok(log_size)
+    }
+
+    fn viewer<'a>(&self, who: &'a Principal, state: &State, at: Timestamp) -> Viewer<'a> {
+        Viewer::of(who, &self.projector, state, at, self.limits)
     }
 
     /// The projector behind this service.
@@ -196,7 +216,13 @@ struct Viewer<'a> {
     limits: DisclosureLimits,
 }
 
-impl Viewer<'_> {
+impl<'a> Viewer<'a> {
+    /// `who` reading `state`: under the policy in force at the log size the state reflects (an
+    /// answer never mixes a state with a policy from another position), at `at`.
+    fn of(who: &'a Principal, projector: &Projector, state: &State, at: Timestamp, limits: DisclosureLimits) -> Self {
+        Viewer { principal: who, policy: projector.sharing().known_at(state.next_position), at, limits }
+    }
+
     fn policy_version(&self) -> u64 {
         self.policy.as_ref().map_or(0, |p| p.version())
     }
@@ -672,6 +698,19 @@ pub async fn replay(
             record.policy_version
         )));
     }
+    let in_force = projector.sharing().in_force_at(record.log_size).await.map_err(|e| status(e.into()))?;
+    if in_force.as_ref().map_or(0, |p| p.version()) != record.policy_version {
+        return Err(Status::failed_precondition(format!(
+            "the access recorded policy version {} but the policy in force at log size {} is version {}: the answer was not given under the policy then in force",
+            record.policy_version,
+            record.log_size,
+            in_force.map_or(0, |p| p.version())
+        )));
+    }
+    let limits = match record.dvds_target_days {
+        0 => limits,
+        days => DisclosureLimits { dvds_days: days },
+    };
     let viewer = Viewer { principal: who, policy, at, limits };
     let bad = |e: prost::DecodeError| Status::data_loss(format!("the recorded request does not decode: {e}"));
     Ok(match record.method.as_str() {
@@ -712,17 +751,18 @@ impl pb::views_server::Views for Views {
             let who = self.reader(&req, &mut call)?;
             let r = req.into_inner();
             let model = model(r.model)?;
-            let sharing = self.projector.sharing();
-            let log_size = self.projector.store().log_size().await.map_err(|e| status(e.into()))?;
-            let policy = sharing.in_force_at(log_size).await.map_err(|e| status(e.into()))?;
-            let viewer = Viewer { principal: &who, policy, at: call.at(), limits: self.limits };
-            let answer =
-                self.projector.read(log_size, |state| query_answer(state, &viewer, &r)).await.map_err(status)??;
+            let log_size = self.current_policy().await?;
+            let answer = self
+                .projector
+                .read(log_size, |state| query_answer(state, &self.viewer(&who, state, call.at()), &r))
+                .await
+                .map_err(status)??;
             tracing::info!(
                 agency = %who.agency, user = %who.user, model = model.as_str(), items = answer.items.len(),
                 log_size = answer.log_size, "read model queried"
             );
-            let d = disclosed(&who, model, &answer.items, answer.log_size, answer.policy_version);
+            let mut d = disclosed(&who, model, &answer.items, answer.log_size, answer.policy_version);
+            d.dvds_target_days = self.limits.dvds_days;
             Ok((answer, d))
         }
         .await;
@@ -760,23 +800,20 @@ impl pb::views_server::Views for Views {
                     return;
                 }
                 let next = *applied.borrow_and_update();
-                let policy = match projector.sharing().in_force_at(next).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let _ = tx.send(Err(status(e.into()))).await;
-                        return;
-                    }
-                };
+                if let Err(e) = projector.sharing().in_force_at(next).await {
+                    let _ = tx.send(Err(status(e.into()))).await;
+                    return;
+                }
                 // The request this run of items answers: the subscription resumed after `after`.
                 let run = call.with_request(prost::Message::encode_to_vec(&pb::SubscribeViewRequest {
                     model: r.model,
                     after_position: after,
                 }));
-                let viewer = Viewer { principal: &who, policy, at: run.at(), limits };
-                let (batch, size) = match projector
-                    .read(0, |s| (subscription_batch(s, &viewer, model, after), s.next_position))
-                    .await
-                {
+                let answer = projector.read(0, |s| {
+                    let viewer = Viewer::of(&who, &projector, s, run.at(), limits);
+                    (subscription_batch(s, &viewer, model, after), s.next_position, viewer.policy_version())
+                });
+                let (batch, size, version) = match answer.await {
                     Ok(b) => b,
                     Err(e) => {
                         let _ = tx.send(Err(status(e))).await;
@@ -786,8 +823,9 @@ impl pb::views_server::Views for Views {
                 let full = batch.len() >= MAX_LIMIT as usize;
                 if !batch.is_empty() {
                     // One access record per run, written before the run leaves the server.
-                    let mut d = disclosed(&who, model, &batch, size, viewer.policy_version());
+                    let mut d = disclosed(&who, model, &batch, size, version);
                     d.stream_index = sent;
+                    d.dvds_target_days = limits.dvds_days;
                     if let Err(s) = access.granted(&run, d, access::stream_digest(&batch)).await {
                         let _ = tx.send(Err(s)).await;
                         return;
@@ -821,12 +859,15 @@ impl pb::views_server::Views for Views {
         let outcome = async {
             let who = self.reader(&req, &mut call)?;
             let at = escalation_time(req.get_ref(), call.at())?;
-            let log_size = self.projector.store().log_size().await.map_err(|e| status(e.into()))?;
-            let policy = self.projector.sharing().in_force_at(log_size).await.map_err(|e| status(e.into()))?;
-            let viewer = Viewer { principal: &who, policy, at, limits: self.limits };
-            let answer =
-                self.projector.read(log_size, |state| escalations_answer(state, &viewer)).await.map_err(status)?;
-            let d = disclosed(&who, Model::NotificationsSent, &answer.items, answer.log_size, answer.policy_version);
+            let log_size = self.current_policy().await?;
+            let answer = self
+                .projector
+                .read(log_size, |state| escalations_answer(state, &self.viewer(&who, state, at)))
+                .await
+                .map_err(status)?;
+            let mut d =
+                disclosed(&who, Model::NotificationsSent, &answer.items, answer.log_size, answer.policy_version);
+            d.dvds_target_days = self.limits.dvds_days;
             Ok((answer, d))
         }
         .await;
