@@ -99,13 +99,29 @@ async fn an_auditor_finds_and_replays_a_dsl_read(mut s: TestServer) {
     s.restart().await;
     let mut dpo = s.client("st-marys-school", "dpo-1", AUDITOR).await;
     let mut dsl = s.client("st-marys-school", "dsl-1", &["dsl"]).await;
+    let proof = dpo
+        .audit()
+        .replay_access(pb::ReplayAccessRequest { access_id: r.access_id.clone(), ..Default::default() })
+        .await
+        .expect("replay")
+        .into_inner();
+    assert!(proof.digest_matches, "the replayed answer hashes to the recorded digest");
+    assert!(
+        proof.response.is_empty() && proof.withheld.contains("investigation"),
+        "content only within an investigation"
+    );
+    let inv = uuid::Uuid::now_v7().to_string();
+    let open =
+        investigation_by("st-marys-school", "dpo-1", "st-marys-school/dsl-1", true, &inv, "routine DSL access review");
+    dpo.append(vec![open.sign(s.key("school-1"))]).await.expect("investigation opened");
     let replay = dpo
         .audit()
-        .replay_access(pb::ReplayAccessRequest { access_id: r.access_id.clone() })
+        .replay_access(pb::ReplayAccessRequest { access_id: r.access_id.clone(), investigation_id: inv })
         .await
         .expect("replay")
         .into_inner();
     assert!(replay.digest_matches, "the replayed answer hashes to the recorded digest");
+    assert_eq!(replay.response_sha256, proof.response_sha256);
     assert_eq!(replay.response_type, "accord.v1.QueryViewResponse");
     assert_eq!(pb::QueryViewResponse::decode(replay.response.as_slice()).unwrap(), seen);
 
@@ -113,7 +129,13 @@ async fn an_auditor_finds_and_replays_a_dsl_read(mut s: TestServer) {
     let mine = list(&mut dpo, by_user("st-marys-school", "dpo-1")).await;
     let methods: Vec<_> = mine.iter().map(|e| record(e).method.as_str()).collect();
     assert!(methods.contains(&"ListAccesses") && methods.contains(&"ReplayAccess"), "{methods:?}");
-    assert!(mine.iter().all(|e| record(e).purpose == accord_e2e::TEST_PURPOSE));
+    assert!(
+        mine.iter()
+            .filter(|e| record(e).service == "accord.v1.Audit")
+            .all(|e| record(e).purpose == accord_e2e::TEST_PURPOSE)
+    );
+    assert!(mine.iter().any(|e| record(e).method == "Append"
+        && record(e).purpose == "self-monitoring: investigation of access outside allocation"));
 
     // The DSL can neither read nor alter the log: the attempt is refused and recorded.
     let refused = dsl.audit().list_accesses(by_user("st-marys-school", "dsl-1")).await.unwrap_err();
@@ -164,7 +186,8 @@ async fn refusals_are_recorded(s: TestServer) {
     let mut kent = s.client("kent-police", "dpo-9", AUDITOR).await;
     assert!(list(&mut kent, by_user("st-marys-school", "dsl-1")).await.is_empty());
     let id = record(&denied[0]).access_id.clone();
-    let e = kent.audit().replay_access(pb::ReplayAccessRequest { access_id: id }).await.unwrap_err();
+    let e =
+        kent.audit().replay_access(pb::ReplayAccessRequest { access_id: id, ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     s.stop().await;
 }
@@ -304,13 +327,25 @@ async fn the_access_log_is_tamper_evident(s: TestServer) {
 }
 
 fn investigation(user: &str, opened: bool, id: &str, text: &str) -> accord_client::EventDraft {
+    investigation_by("met-police", user, "met-police/pc-7", opened, id, text)
+}
+
+/// An access investigation by `user` (an auditor) of `agency` into `investigated`.
+fn investigation_by(
+    agency: &str,
+    user: &str,
+    investigated: &str,
+    opened: bool,
+    id: &str,
+    text: &str,
+) -> accord_client::EventDraft {
     let stream = format!("investigation-{id}");
     let d = if opened {
         accord_client::EventDraft::new(
             &stream,
             &pb::AccessInvestigationOpened {
                 investigation_id: id.into(),
-                user_investigated: "met-police/pc-7".into(),
+                user_investigated: investigated.into(),
                 purpose: text.into(),
             },
         )
@@ -322,9 +357,9 @@ fn investigation(user: &str, opened: bool, id: &str, text: &str) -> accord_clien
         )
         .expect_version(0)
     };
-    d.author("met-police", user, "auditor")
+    d.author(agency, user, "auditor")
         .legal_basis("DPA2018-s62", "self-monitoring: investigation of access outside allocation")
-        .subject("user", "met-police/pc-7")
+        .subject("user", investigated)
         .regime(pb::Regime::Part3)
 }
 
@@ -387,7 +422,7 @@ async fn scenario_5_an_auditor_investigates(s: TestServer) {
     assert_eq!(last.purpose, "checking an address for a colleague");
     let replay = dpo
         .audit()
-        .replay_access(pb::ReplayAccessRequest { access_id: last.access_id.clone() })
+        .replay_access(pb::ReplayAccessRequest { access_id: last.access_id.clone(), investigation_id: inv.clone() })
         .await
         .expect("replay")
         .into_inner();
@@ -402,6 +437,18 @@ async fn scenario_5_an_auditor_investigates(s: TestServer) {
         hex(&replay.response_sha256)
     );
     dpo.append(vec![investigation("dpo-1", false, &inv, &findings).sign(met)]).await.expect("findings");
+    // Once closed, the investigation no longer opens content.
+    let after = dpo
+        .audit()
+        .replay_access(pb::ReplayAccessRequest { access_id: last.access_id.clone(), investigation_id: inv.clone() })
+        .await
+        .expect("replay")
+        .into_inner();
+    assert!(
+        after.digest_matches && after.response.is_empty() && after.withheld.contains("closed"),
+        "{:?}",
+        after.withheld
+    );
 
     // pc-7 can neither read the log nor touch the investigation.
     assert_eq!(

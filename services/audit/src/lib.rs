@@ -84,6 +84,53 @@ impl Audit {
     }
 }
 
+impl Audit {
+    /// Whether `id` names an access investigation that `auditor`'s agency opened into `user` and
+    /// has not closed (`Ok(Err(why))` when not).
+    async fn investigation(
+        &self,
+        auditor: &Principal,
+        user: &Principal,
+        id: &str,
+    ) -> Result<Result<(), String>, Status> {
+        use accord_domain::payload::Payload;
+        if id.is_empty() {
+            return Ok(Err("content is shown only within an open access investigation: give investigation_id".into()));
+        }
+        let agency = auditor.agency.as_str().to_owned();
+        // Everything recorded so far, the auditor's own latest events included.
+        let size = self.store.log_size().await.map_err(store_status)?;
+        let positions = self
+            .projector
+            .read(size, |s| {
+                s.items(accord_views::Model::AgencyRecords, &agency, None)
+                    .filter(|(_, i)| i.event_type.starts_with("accord.v1.AccessInvestigation"))
+                    .map(|(_, i)| i.record_position)
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let (mut opened, mut closed) = (None, false);
+        for p in positions {
+            let e = self.store.event_at(p).await.map_err(store_status)?;
+            let body =
+                accord_ledger::convert::event_body("body", &e.body).map_err(|e| Status::data_loss(e.to_string()))?;
+            match accord_ledger::convert::payload("body", &body).map_err(|e| Status::data_loss(e.to_string()))? {
+                Payload::AccessInvestigationOpened(o) if o.investigation_id == id => opened = Some(o.user_investigated),
+                Payload::AccessInvestigationClosed(c) if c.investigation_id == id => closed = true,
+                _ => {}
+            }
+        }
+        let full = format!("{}/{}", user.agency, user.user);
+        Ok(match opened {
+            None => Err(format!("your agency has opened no access investigation {id}")),
+            Some(_) if closed => Err(format!("access investigation {id} is closed")),
+            Some(u) if u == full || u == user.user.as_str() => Ok(()),
+            Some(u) => Err(format!("access investigation {id} concerns {u}, not {full}")),
+        })
+    }
+}
+
 /// The wire form of a stored access record. A record that does not decode is reported as data
 /// loss: the log holds it, but the server cannot read it.
 fn entry(a: RecordedAccess) -> Result<pb::AccessEntry, Status> {
@@ -309,7 +356,17 @@ impl pb::audit_server::Audit for Audit {
             // replay records that they did); another party's auditor gets the proof only.
             let own = record.who.as_ref().is_some_and(|w| w.agency == auditor.agency.as_str());
             let matches = digest.as_slice() == record.response_sha256.as_slice();
-            let response = if own && matches {
+            let withheld = if !matches {
+                "the re-built answer differs from the one recorded".to_owned()
+            } else if !own {
+                format!("the answer was given to another agency ({}), not yours", who.agency)
+            } else {
+                match self.investigation(&auditor, &who, &req.get_ref().investigation_id).await? {
+                    Ok(()) => String::new(),
+                    Err(why) => why,
+                }
+            };
+            let response = if withheld.is_empty() {
                 d.records.extend(record.records.iter().cloned());
                 response
             } else {
@@ -321,6 +378,7 @@ impl pb::audit_server::Audit for Audit {
                 response_type: response_type.to_owned(),
                 response,
                 response_sha256: digest.to_vec(),
+                withheld,
             };
             Ok((answer, d))
         }

@@ -137,12 +137,18 @@ pub async fn list(
 }
 
 /// Replays one access and describes the outcome.
-pub async fn replay(c: &mut Client, access_id: &str) -> anyhow::Result<(bool, String)> {
-    let r = c.audit().replay_access(pb::ReplayAccessRequest { access_id: access_id.to_owned() }).await?.into_inner();
+pub async fn replay(c: &mut Client, access_id: &str, investigation_id: &str) -> anyhow::Result<(bool, String)> {
+    let req =
+        pb::ReplayAccessRequest { access_id: access_id.to_owned(), investigation_id: investigation_id.to_owned() };
+    let r = c.audit().replay_access(req).await?.into_inner();
     let mut out = r.access.as_ref().map(describe).unwrap_or_default();
     let recorded =
         r.access.as_ref().and_then(|a| a.record.as_ref()).map(|x| hex::encode(&x.response_sha256)).unwrap_or_default();
-    let _ = writeln!(out, "replayed {} ({} bytes)", r.response_type, r.response.len());
+    if r.withheld.is_empty() {
+        let _ = writeln!(out, "replayed {} ({} bytes)", r.response_type, r.response.len());
+    } else {
+        let _ = writeln!(out, "replayed {}; content withheld: {}", r.response_type, r.withheld);
+    }
     let _ = writeln!(out, "recorded digest: {recorded}");
     let _ = writeln!(out, "replayed digest: {}", hex::encode(&r.response_sha256));
     let _ = writeln!(

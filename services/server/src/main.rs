@@ -175,6 +175,10 @@ enum AuditCommand {
     Replay {
         /// The access id.
         access_id: String,
+        /// The open access investigation (of your agency, into the user who made the access)
+        /// under which to see the content; without one only the digest verdict is shown.
+        #[arg(long, default_value = "")]
+        investigation: String,
     },
     /// Fetch the latest signed checkpoint (keep it: `accord verify --against FILE` later proves
     /// the log still extends it).
@@ -339,8 +343,8 @@ fn main() -> anyhow::Result<()> {
                     eprintln!("{n} access records");
                     Ok(())
                 }
-                AuditCommand::Replay { access_id } => {
-                    let (matches, text) = audit_cli::replay(&mut c, &access_id).await?;
+                AuditCommand::Replay { access_id, investigation } => {
+                    let (matches, text) = audit_cli::replay(&mut c, &access_id, &investigation).await?;
                     print!("{text}");
                     if !matches {
                         std::process::exit(1);
