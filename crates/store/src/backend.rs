@@ -169,8 +169,11 @@ macro_rules! backend {
                 }
             }
 
-            pub(crate) async fn read_all(pool: &sqlx::Pool<DB>, from: u64, limit: u32, visibility: &Visibility) -> Result<Page> {
-                let log_size = head(pool).await?.size;
+            pub(crate) async fn read_all(pool: &sqlx::Pool<DB>, from: u64, limit: u32, visibility: &Visibility, size: Option<u64>) -> Result<Page> {
+                let log_size = match size {
+                    Some(s) => s,
+                    None => head(pool).await?.size,
+                };
                 let mut qb = QueryBuilder::<DB>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE position >= "));
                 qb.push_bind(to_i64(from));
                 qb.push(" AND position < ");
@@ -187,8 +190,11 @@ macro_rules! backend {
                 Ok(Page { events, log_size, next })
             }
 
-            pub(crate) async fn read_stream(pool: &sqlx::Pool<DB>, stream: &str, from_version: u64, limit: u32, visibility: &Visibility) -> Result<Page> {
-                let log_size = head(pool).await?.size;
+            pub(crate) async fn read_stream(pool: &sqlx::Pool<DB>, stream: &str, from_version: u64, limit: u32, visibility: &Visibility, size: Option<u64>) -> Result<Page> {
+                let log_size = match size {
+                    Some(s) => s,
+                    None => head(pool).await?.size,
+                };
                 let mut qb = QueryBuilder::<DB>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE stream = "));
                 qb.push_bind(stream.to_owned());
                 qb.push(" AND stream_version >= ");

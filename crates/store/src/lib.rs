@@ -523,7 +523,35 @@ impl Store {
 
     /// Events from `from` in position order, at most `limit`, those `visibility` allows.
     pub async fn read_all(&self, from: u64, limit: u32, visibility: &Visibility) -> Result<Page> {
-        dispatch!(&self.inner.db, |q, pool| q::read_all(pool, from, limit, visibility).await)
+        dispatch!(&self.inner.db, |q, pool| q::read_all(pool, from, limit, visibility, None).await)
+    }
+
+    /// [`Store::read_all`] as it answered when the log held `size` events (an audit replay; the
+    /// log is immutable, so the answer is the same). `size` must not exceed the log size.
+    pub async fn read_all_as_of(&self, from: u64, limit: u32, visibility: &Visibility, size: u64) -> Result<Page> {
+        self.check_size(Log::Events, size).await?;
+        dispatch!(&self.inner.db, |q, pool| q::read_all(pool, from, limit, visibility, Some(size)).await)
+    }
+
+    /// [`Store::read_stream`] as it answered when the log held `size` events.
+    pub async fn read_stream_as_of(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: u32,
+        visibility: &Visibility,
+        size: u64,
+    ) -> Result<Page> {
+        self.check_size(Log::Events, size).await?;
+        dispatch!(&self.inner.db, |q, pool| q::read_stream(
+            pool,
+            stream.as_str(),
+            from_version,
+            limit,
+            visibility,
+            Some(size)
+        )
+        .await)
     }
 
     /// Events of `stream` from `from_version` in version order, at most `limit`.
@@ -534,8 +562,15 @@ impl Store {
         limit: u32,
         visibility: &Visibility,
     ) -> Result<Page> {
-        dispatch!(&self.inner.db, |q, pool| q::read_stream(pool, stream.as_str(), from_version, limit, visibility)
-            .await)
+        dispatch!(&self.inner.db, |q, pool| q::read_stream(
+            pool,
+            stream.as_str(),
+            from_version,
+            limit,
+            visibility,
+            None
+        )
+        .await)
     }
 
     /// Stored Merkle hashes with indexes in `[from, to)`, in index order (for verification).

@@ -131,6 +131,33 @@ impl Audit {
     }
 }
 
+impl Audit {
+    /// An audit replay of an auditor's own query: the same request, by the same auditor, over the
+    /// access log as it stood then (it is immutable below that size).
+    async fn replay_own(&self, who: &Principal, record: &pb::AccessRecord) -> Result<Replayed, Status> {
+        let bad = |e: prost::DecodeError| Status::data_loss(format!("the recorded request does not decode: {e}"));
+        match record.method.as_str() {
+            "ListAccesses" => {
+                let r = pb::ListAccessesRequest::decode(record.request.as_slice()).map_err(bad)?;
+                let mut f = filter(who, &r)?;
+                f.limit = u32::try_from(r.limit).unwrap_or(PAGE);
+                let mut page = self.store.accesses(&f).await.map_err(store_status)?;
+                page.retain(|a| a.position < record.log_size);
+                let entries = page.into_iter().map(entry).collect::<Result<Vec<_>, _>>()?;
+                Ok(Replayed::Stream("accord.v1.AccessEntry", entries.iter().map(Message::encode_to_vec).collect()))
+            }
+            "GetAccess" => {
+                let r = pb::GetAccessRequest::decode(record.request.as_slice()).map_err(bad)?;
+                let found = self.by_id(who, &r.access_id).await?;
+                Ok(Replayed::Unary("accord.v1.AccessEntry", found.encode_to_vec()))
+            }
+            m => Err(Status::unimplemented(format!(
+                "replay of {SERVICE}/{m} is not supported: it replays another access, which can be replayed itself"
+            ))),
+        }
+    }
+}
+
 /// The wire form of a stored access record. A record that does not decode is reported as data
 /// loss: the log holds it, but the server cannot read it.
 fn entry(a: RecordedAccess) -> Result<pb::AccessEntry, Status> {
@@ -260,13 +287,6 @@ impl pb::audit_server::Audit for Audit {
                 let mut more = page.len() as u32 == filter.limit;
                 let page: Vec<_> = page.into_iter().filter(|a| a.position < end).collect();
                 more &= page.last().is_some_and(|a| a.position + 1 < end);
-                let size = match store.access_log_size().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = tx.send(Err(store_status(e))).await;
-                        return;
-                    }
-                };
                 let entries = match page.into_iter().map(entry).collect::<Result<Vec<_>, _>>() {
                     Ok(e) => e,
                     Err(s) => {
@@ -277,14 +297,17 @@ impl pb::audit_server::Audit for Audit {
                 // The auditor's own reading is recorded, page by page, before each page is sent
                 // (the first page even when nothing matched).
                 if !entries.is_empty() || sent == 0 {
+                    // The request this page answers: resumed after the last record sent, at
+                    // most the page's size, over the log as it stood at `end`.
                     let run = call.with_request(
                         pb::ListAccessesRequest {
                             after_access_position: filter.after_position,
+                            limit: u64::from(filter.limit),
                             ..req.get_ref().clone()
                         }
                         .encode_to_vec(),
                     );
-                    let mut d = audited(&entries, size);
+                    let mut d = audited(&entries, end);
                     d.stream_index = sent;
                     if let Err(s) = access.granted(&run, d, access::stream_digest(&entries)).await {
                         let _ = tx.send(Err(s)).await;
@@ -337,6 +360,8 @@ impl pb::audit_server::Audit for Audit {
             let who = principal(&record)?;
             let replayed = match record.service.as_str() {
                 "accord.v1.Views" => accord_views::replay(&self.projector, &who, &record, self.limits).await?,
+                "accord.v1.Ledger" => accord_ledger::replay(&self.store, &who, &record).await?,
+                SERVICE => self.replay_own(&who, &record).await?,
                 s => {
                     return Err(Status::unimplemented(format!(
                         "replay of {s}/{} is not supported: the records it returned are listed in the access record ({} of them) and are immutable in the event log",

@@ -231,6 +231,15 @@ pub fn party_key(agency: &str) -> String {
     format!("party:{agency}")
 }
 
+/// A re-built answer (an audit replay).
+#[derive(Debug, Clone)]
+pub enum Replayed {
+    /// One response message of this type, encoded.
+    Unary(&'static str, Vec<u8>),
+    /// A run of streamed messages of this type, each encoded.
+    Stream(&'static str, Vec<Vec<u8>>),
+}
+
 /// Writes access records. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AccessLog {

@@ -14,7 +14,7 @@ pub mod sharing;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use access::{AccessLog, Call, Disclosed};
+use access::{AccessLog, Call, Disclosed, Replayed};
 use accord_auth::{Authenticator, Principal};
 use accord_domain::payload::{Payload, RegistryEffect};
 use accord_domain::{AgencyId, KeyId, SYSTEM_AGENCY, StreamId};
@@ -758,6 +758,51 @@ impl Ledger {
             }
         }
     }
+}
+
+/// An audit replay of a recorded Ledger read: the same request, by the same caller, answered
+/// from the log as it stood at the recorded size (the log is immutable, so nothing but tampering
+/// can change the answer). For a subscription, the run of events the record covers.
+pub async fn replay(
+    store: &Store,
+    who: &Principal,
+    record: &pb::AccessRecord,
+) -> std::result::Result<Replayed, Status> {
+    use prost::Message as _;
+    let vis = visibility(who);
+    let bad = |e: prost::DecodeError| Status::data_loss(format!("the recorded request does not decode: {e}"));
+    let events = |page: accord_store::Page| {
+        page.events.into_iter().map(convert::recorded_event).collect::<Vec<pb::RecordedEvent>>()
+    };
+    let size = record.log_size;
+    Ok(match record.method.as_str() {
+        "ReadAll" => {
+            let r = pb::ReadAllRequest::decode(record.request.as_slice()).map_err(bad)?;
+            let page = store.read_all_as_of(r.from_position, limit(r.limit)?, &vis, size).await.map_err(Error::from)?;
+            let answer = pb::ReadResponse { log_size: page.log_size, next: page.next, events: events(page) };
+            Replayed::Unary("accord.v1.ReadResponse", answer.encode_to_vec())
+        }
+        "ReadStream" => {
+            let r = pb::ReadStreamRequest::decode(record.request.as_slice()).map_err(bad)?;
+            let stream = StreamId::parse_field("stream", r.stream).map_err(Error::from)?;
+            let page = store
+                .read_stream_as_of(&stream, r.from_version, limit(r.limit)?, &vis, size)
+                .await
+                .map_err(Error::from)?;
+            let answer = pb::ReadResponse { log_size: page.log_size, next: page.next, events: events(page) };
+            Replayed::Unary("accord.v1.ReadResponse", answer.encode_to_vec())
+        }
+        "Subscribe" => {
+            let r = pb::SubscribeRequest::decode(record.request.as_slice()).map_err(bad)?;
+            let page = store.read_all_as_of(r.from_position, MAX_READ, &vis, size).await.map_err(Error::from)?;
+            Replayed::Stream("accord.v1.RecordedEvent", events(page).iter().map(|e| e.encode_to_vec()).collect())
+        }
+        m => {
+            return Err(Status::unimplemented(format!(
+                "replay of accord.v1.Ledger/{m} is not supported: it is a write"
+            )));
+        }
+    })
 }
 
 /// Whether a request's `log` names the access log (`false`: the event log).

@@ -17,8 +17,9 @@ use accord_ledger::{Sharing, convert};
 use accord_store::{Store, Visibility};
 use tokio::sync::{Mutex, RwLock, watch};
 
+pub use accord_ledger::access::Replayed;
 pub use projection::{Model, PROJECTION, State};
-pub use service::{DisclosureLimits, Replayed, Views, answer_as_of, replay};
+pub use service::{DisclosureLimits, Views, answer_as_of, replay};
 
 /// Events read and applied per transaction.
 pub const BATCH: u32 = 2000;

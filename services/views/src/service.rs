@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use accord_auth::{Authenticator, Principal};
 use accord_domain::Timestamp;
-use accord_ledger::access::{self, AccessLog, Call, Disclosed};
+use accord_ledger::access::{self, AccessLog, Call, Disclosed, Replayed};
 use accord_ledger::convert::timestamp_pb;
 use accord_policy::{Actor, AgencyFacts, Policy, RecordFacts};
 use accord_proto::v1 as pb;
@@ -730,15 +730,6 @@ pub async fn replay(
         }
         m => return Err(Status::unimplemented(format!("replay of accord.v1.Views/{m} is not supported"))),
     })
-}
-
-/// A re-built answer.
-#[derive(Debug, Clone)]
-pub enum Replayed {
-    /// One response message of this type, encoded.
-    Unary(&'static str, Vec<u8>),
-    /// A run of streamed messages of this type, each encoded.
-    Stream(&'static str, Vec<Vec<u8>>),
 }
 
 type ItemStream = Pin<Box<dyn Stream<Item = Result<pb::ViewItem, Status>> + Send>>;
