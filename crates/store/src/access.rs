@@ -19,10 +19,10 @@ use std::sync::Arc;
 use accord_domain::Timestamp;
 use accord_domain::checkpoint::LogSigner;
 use accord_domain::merkle::{self, Frontier, Hash};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
-use crate::backend;
 use crate::{Db, Error, Result, SignedCheckpoint};
+use crate::{backend, group};
 
 /// The most entries the writer commits in one transaction (several requests).
 const MAX_GROUP_ENTRIES: usize = 4000;
@@ -113,10 +113,8 @@ impl AccessFilter {
     }
 }
 
-pub(crate) struct Request {
-    pub(crate) entries: Vec<AccessEntry>,
-    pub(crate) reply: oneshot::Sender<Result<Vec<u64>>>,
-}
+/// A request to the access-log writer.
+pub(crate) type Request = group::Request<AccessEntry, Vec<u64>>;
 
 /// What a round writes and answers.
 pub(crate) struct Plan {
@@ -238,44 +236,29 @@ round!(round_postgres, postgres, backend::begin_postgres_access, sqlx::PgPool);
 /// The writer task: runs until every sender is dropped, answering what was queued.
 pub(crate) async fn run(db: Db, signer: LogSigner, mut rx: mpsc::Receiver<Request>, head: Arc<watch::Sender<u64>>) {
     let mut cached: Option<Frontier> = None;
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
-        let mut n = group[0].entries.len();
-        while n < MAX_GROUP_ENTRIES {
-            match rx.try_recv() {
-                Ok(r) => {
-                    n += r.entries.len();
-                    group.push(r);
-                }
-                Err(_) => break,
-            }
-        }
-        let requests: Vec<&[AccessEntry]> = group.iter().map(|r| r.entries.as_slice()).collect();
-        let span = tracing::debug_span!("access_round", requests = group.len(), entries = n);
+    while let Some(round) = group::Group::next(&mut rx, MAX_GROUP_ENTRIES).await {
         let result = {
+            let requests = round.items();
+            let span = tracing::debug_span!("access_round", requests = requests.len());
             let _g = span.enter();
             match &db {
                 Db::Sqlite(p) => round_sqlite(p, &mut cached, &signer, &requests).await,
                 Db::Postgres(p) => round_postgres(p, &mut cached, &signer, &requests).await,
             }
         };
-        match result {
+        let outcomes = match result {
             Ok(plan) => {
                 if !plan.rows.is_empty() {
                     head.send_replace(plan.frontier.size());
                 }
-                for (req, outcome) in group.into_iter().zip(plan.outcomes) {
-                    let _ = req.reply.send(outcome);
-                }
+                Ok(plan.outcomes)
             }
             Err(e) => {
-                tracing::error!(error = %e, requests = group.len(), "access-log round failed; nothing was recorded");
                 cached = None;
-                for req in group {
-                    let _ = req.reply.send(Err(e.clone()));
-                }
+                Err(e)
             }
-        }
+        };
+        round.answer("access", outcomes);
     }
 }
 

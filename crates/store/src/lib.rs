@@ -20,6 +20,7 @@
 mod access;
 mod backend;
 mod error;
+mod group;
 mod sequencer;
 
 use std::collections::HashMap;
@@ -34,7 +35,7 @@ use accord_domain::{AgencyId, EventId, EventType, ExpectedVersion, KeyId, Stream
 use ed25519_dalek::VerifyingKey;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 pub use access::{AccessEntry, AccessFilter, RecordedAccess};
 use backend::Log;
@@ -262,10 +263,10 @@ macro_rules! dispatch {
 
 struct Inner {
     db: Db,
-    sequencer: Mutex<Option<mpsc::Sender<sequencer::Request>>>,
+    sequencer: group::Slot<NewEvent, Vec<Receipt>>,
     sequencer_done: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     head: watch::Receiver<u64>,
-    access: Mutex<Option<mpsc::Sender<access::Request>>>,
+    access: group::Slot<AccessEntry, Vec<u64>>,
     access_done: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Whether the access-log writer was ever started (it is started at most once).
     access_started: std::sync::atomic::AtomicBool,
@@ -370,15 +371,8 @@ impl Store {
                 events.len()
             )));
         }
-        let sender = self.inner.sequencer.lock().expect("sequencer lock").clone().ok_or_else(|| {
-            Error::Unavailable("the log is not accepting appends (read-only or shutting down)".into())
-        })?;
-        let (reply, rx) = oneshot::channel();
-        sender
-            .send(sequencer::Request { events, reply })
+        group::submit(&self.inner.sequencer, events, "the log is not accepting appends (read-only or shutting down)")
             .await
-            .map_err(|_| Error::Unavailable("the log is shutting down".into()))?;
-        rx.await.map_err(|_| Error::Unavailable("the log stopped before answering".into()))?
     }
 
     /// Stops accepting appends and access records, lets the sequencer and the access-log writer
@@ -422,18 +416,15 @@ impl Store {
                 entries.len()
             )));
         }
-        let sender = self.inner.access.lock().expect("access writer lock").clone().ok_or_else(|| {
-            Error::Unavailable("the access log is not accepting records (not started or shutting down)".into())
-        })?;
+        const CLOSED: &str = "the access log is not accepting records (not started or shutting down)";
         if entries.is_empty() {
-            return Ok(Vec::new());
+            // Nothing to record, but only a started writer says so.
+            return match self.inner.access.lock().expect("access writer lock").is_some() {
+                true => Ok(Vec::new()),
+                false => Err(Error::Unavailable(CLOSED.into())),
+            };
         }
-        let (reply, rx) = oneshot::channel();
-        sender
-            .send(access::Request { entries, reply })
-            .await
-            .map_err(|_| Error::Unavailable("the access log is shutting down".into()))?;
-        rx.await.map_err(|_| Error::Unavailable("the access log stopped before answering".into()))?
+        group::submit(&self.inner.access, entries, CLOSED).await
     }
 
     /// The committed access-log size, read from the database.

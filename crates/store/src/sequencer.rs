@@ -13,17 +13,16 @@ use accord_domain::checkpoint::LogSigner;
 use accord_domain::merkle::{self, Frontier, Hash};
 use accord_domain::payload::RegistryEffect;
 use accord_domain::{EventId, Timestamp};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::backend::{self, Head};
+use crate::group;
 use crate::{
     AgencyRecord, Db, Error, KeyRecord, MAX_GROUP_EVENTS, NewEvent, Receipt, RecordedEvent, Result, SignedCheckpoint,
 };
 
-pub(crate) struct Request {
-    pub(crate) events: Vec<NewEvent>,
-    pub(crate) reply: oneshot::Sender<Result<Vec<Receipt>>>,
-}
+/// A request to the sequencer.
+pub(crate) type Request = group::Request<NewEvent, Vec<Receipt>>;
 
 /// What the database said under the lock.
 pub(crate) struct Snapshot {
@@ -399,44 +398,29 @@ round!(round_postgres, postgres, backend::begin_postgres, sqlx::PgPool);
 
 pub(crate) async fn run(db: Db, signer: LogSigner, mut rx: mpsc::Receiver<Request>, head: watch::Sender<u64>) {
     let mut cached: Option<Frontier> = None;
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
-        let mut n = group[0].events.len();
-        while n < MAX_GROUP_EVENTS {
-            match rx.try_recv() {
-                Ok(r) => {
-                    n += r.events.len();
-                    group.push(r);
-                }
-                Err(_) => break,
-            }
-        }
-        let requests: Vec<&[NewEvent]> = group.iter().map(|r| r.events.as_slice()).collect();
-        let span = tracing::debug_span!("sequencer_round", requests = group.len(), events = n);
+    while let Some(round) = group::Group::next(&mut rx, MAX_GROUP_EVENTS).await {
         let result = {
+            let requests = round.items();
+            let span = tracing::debug_span!("events_round", requests = requests.len());
             let _g = span.enter();
             match &db {
                 Db::Sqlite(p) => round_sqlite(p, &mut cached, &signer, &requests).await,
                 Db::Postgres(p) => round_postgres(p, &mut cached, &signer, &requests).await,
             }
         };
-        match result {
+        let outcomes = match result {
             Ok(plan) => {
                 if !plan.events.is_empty() {
                     head.send_replace(plan.frontier.size());
                 }
-                for (req, outcome) in group.into_iter().zip(plan.outcomes) {
-                    let _ = req.reply.send(outcome);
-                }
+                Ok(plan.outcomes)
             }
             Err(e) => {
-                tracing::error!(error = %e, requests = group.len(), "append round failed; nothing was recorded");
                 cached = None;
-                for req in group {
-                    let _ = req.reply.send(Err(e.clone()));
-                }
+                Err(e)
             }
-        }
+        };
+        round.answer("events", outcomes);
     }
 }
 

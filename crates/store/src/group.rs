@@ -1,0 +1,76 @@
+//! Group commit, shared by the event log's sequencer and the access log's writer: callers hand a
+//! request to one writer task per log and wait; each round takes every request waiting (up to a
+//! cap), decides and writes them in one transaction, and answers each with its own outcome — or,
+//! if the transaction fails, every request of the round with the error, acknowledging nothing.
+
+use std::sync::Mutex;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Error, Result};
+
+/// One caller's items and where to send its outcome.
+pub(crate) struct Request<T, O> {
+    pub(crate) items: Vec<T>,
+    pub(crate) reply: oneshot::Sender<Result<O>>,
+}
+
+/// The way to a writer task: `None` before it starts and after shutdown.
+pub(crate) type Slot<T, O> = Mutex<Option<mpsc::Sender<Request<T, O>>>>;
+
+/// Hands `items` to the writer behind `slot` and waits for its answer; `closed` says why there is
+/// no writer.
+pub(crate) async fn submit<T, O>(slot: &Slot<T, O>, items: Vec<T>, closed: &str) -> Result<O> {
+    let sender = slot.lock().expect("writer lock").clone().ok_or_else(|| Error::Unavailable(closed.into()))?;
+    let (reply, rx) = oneshot::channel();
+    sender.send(Request { items, reply }).await.map_err(|_| Error::Unavailable("the log is shutting down".into()))?;
+    rx.await.map_err(|_| Error::Unavailable("the log stopped before answering".into()))?
+}
+
+/// The requests of one round.
+pub(crate) struct Group<T, O> {
+    requests: Vec<Request<T, O>>,
+}
+
+impl<T, O> Group<T, O> {
+    /// Waits for a request, then takes every request waiting behind it, up to `max_items` items;
+    /// `None` once every sender is dropped and nothing is left.
+    pub(crate) async fn next(rx: &mut mpsc::Receiver<Request<T, O>>, max_items: usize) -> Option<Self> {
+        let first = rx.recv().await?;
+        let mut n = first.items.len();
+        let mut requests = vec![first];
+        while n < max_items {
+            match rx.try_recv() {
+                Ok(r) => {
+                    n += r.items.len();
+                    requests.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        Some(Group { requests })
+    }
+
+    /// Each request's items, in arrival order.
+    pub(crate) fn items(&self) -> Vec<&[T]> {
+        self.requests.iter().map(|r| r.items.as_slice()).collect()
+    }
+
+    /// Answers each request with its outcome, or every request with the round's error (`what`
+    /// names the log in the error trace).
+    pub(crate) fn answer(self, what: &str, result: Result<Vec<Result<O>>>) {
+        match result {
+            Ok(outcomes) => {
+                for (req, outcome) in self.requests.into_iter().zip(outcomes) {
+                    let _ = req.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, log = what, requests = self.requests.len(), "round failed; nothing was recorded");
+                for req in self.requests {
+                    let _ = req.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
