@@ -316,8 +316,7 @@ impl AccessLog {
         }
     }
 
-    async fn write(&self, call: &Call, record: pb::AccessRecord) -> Result<u64, accord_store::Error> {
-        let _ = call;
+    async fn write(&self, record: pb::AccessRecord) -> Result<u64, accord_store::Error> {
         if !self.recording {
             return Ok(0);
         }
@@ -329,7 +328,7 @@ impl AccessLog {
     /// and no data.
     pub async fn granted(&self, call: &Call, d: Disclosed, digest: [u8; 32]) -> Result<(), Status> {
         let record = self.record(call, d, Ok(digest));
-        match self.write(call, record).await {
+        match self.write(record).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 tracing::error!(error = %e, service = call.service, method = call.method, "access record not written: answer withheld");
@@ -342,7 +341,7 @@ impl AccessLog {
     /// recorded, the refusal is still sent (it discloses nothing) and the failure is logged.
     pub async fn denied(&self, call: &Call, status: Status) -> Status {
         let record = self.record(call, Disclosed::default(), Err(&status));
-        if let Err(e) = self.write(call, record).await {
+        if let Err(e) = self.write(record).await {
             tracing::error!(error = %e, service = call.service, method = call.method, "denied access not recorded");
         }
         status
