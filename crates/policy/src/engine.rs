@@ -474,6 +474,17 @@ impl Policy {
         context: Context,
         mut entities: Vec<Entity>,
     ) -> Decision {
+        // One span per Cedar evaluation (decisions are cached, so a repeat costs none).
+        let span = tracing::info_span!(
+            "policy.decide",
+            action = ?action,
+            principal = %principal,
+            resource = %resource,
+            policy_version = self.version,
+            allowed = tracing::field::Empty,
+            policy_ids = tracing::field::Empty,
+        );
+        let _g = span.enter();
         // The author is often the principal's own agency: one entity per uid.
         let mut seen = HashSet::new();
         entities.retain(|e| seen.insert(e.uid()));
@@ -490,6 +501,8 @@ impl Policy {
         if policy_ids.is_empty() {
             policy_ids.push(DEFAULT_DENY.to_owned());
         }
+        span.record("allowed", allowed);
+        span.record("policy_ids", policy_ids.join(",").as_str());
         Decision { allowed, policy_ids, policy_version: self.version, errors }
     }
 

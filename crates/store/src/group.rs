@@ -30,6 +30,7 @@ pub(crate) async fn submit<T, O>(slot: &Slot<T, O>, items: Vec<T>, closed: &str)
 /// The requests of one round.
 pub(crate) struct Group<T, O> {
     requests: Vec<Request<T, O>>,
+    started: std::time::Instant,
 }
 
 impl<T, O> Group<T, O> {
@@ -37,6 +38,7 @@ impl<T, O> Group<T, O> {
     /// `None` once every sender is dropped and nothing is left.
     pub(crate) async fn next(rx: &mut mpsc::Receiver<Request<T, O>>, max_items: usize) -> Option<Self> {
         let first = rx.recv().await?;
+        let started = std::time::Instant::now();
         let mut n = first.items.len();
         let mut requests = vec![first];
         while n < max_items {
@@ -48,7 +50,7 @@ impl<T, O> Group<T, O> {
                 Err(_) => break,
             }
         }
-        Some(Group { requests })
+        Some(Group { requests, started })
     }
 
     /// Each request's items, in arrival order.
@@ -58,14 +60,20 @@ impl<T, O> Group<T, O> {
 
     /// Answers each request with its outcome, or every request with the round's error (`what`
     /// names the log in the error trace).
-    pub(crate) fn answer(self, what: &str, result: Result<Vec<Result<O>>>) {
+    pub(crate) fn answer(self, what: &'static str, result: Result<Vec<Result<O>>>) {
+        let items = self.requests.iter().map(|r| r.items.len()).sum();
+        let seconds = self.started.elapsed().as_secs_f64();
         match result {
             Ok(outcomes) => {
+                let committed =
+                    self.requests.iter().zip(&outcomes).filter(|(_, o)| o.is_ok()).map(|(r, _)| r.items.len()).sum();
+                crate::metrics::round(what, items, committed, seconds, false);
                 for (req, outcome) in self.requests.into_iter().zip(outcomes) {
                     let _ = req.reply.send(outcome);
                 }
             }
             Err(e) => {
+                crate::metrics::round(what, items, 0, seconds, true);
                 tracing::error!(error = %e, log = what, requests = self.requests.len(), "round failed; nothing was recorded");
                 for req in self.requests {
                     let _ = req.reply.send(Err(e.clone()));

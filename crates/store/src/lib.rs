@@ -21,6 +21,7 @@ mod access;
 mod backend;
 mod error;
 mod group;
+mod metrics;
 mod sequencer;
 
 use std::collections::HashMap;
@@ -296,6 +297,7 @@ pub fn is_postgres(url: &str) -> bool {
 impl Store {
     /// Opens the log at `url` (`postgres://…`, `sqlite://…`, or a file path for SQLite), runs the
     /// migrations, and, given a log signer, starts the sequencer so the store accepts appends.
+    #[tracing::instrument(name = "store.open", skip_all)]
     pub async fn open(url: &str, signer: Option<LogSigner>, options: Options) -> Result<Store> {
         let db = if is_postgres(url) {
             let pool = PgPoolOptions::new()
@@ -361,6 +363,7 @@ impl Store {
 
     /// Appends one request's events atomically; returns a receipt per event, in order. A request
     /// whose events are all already recorded with identical bytes returns the original receipts.
+    #[tracing::instrument(name = "store.append", skip_all)]
     pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Receipt>> {
         if events.is_empty() {
             return Err(Error::Invalid("a batch needs at least one event".into()));
@@ -377,6 +380,7 @@ impl Store {
 
     /// Stops accepting appends and access records, lets the sequencer and the access-log writer
     /// finish what they have queued, and waits for them.
+    #[tracing::instrument(name = "store.shutdown", skip_all)]
     pub async fn shutdown(&self) {
         self.inner.sequencer.lock().expect("sequencer lock").take();
         self.inner.access.lock().expect("access writer lock").take();
@@ -409,6 +413,7 @@ impl Store {
     /// atomic: an access id recorded before ([`Error::Duplicate`]) or twice in the request
     /// ([`Error::Invalid`]) refuses all of it. If the round's transaction fails, every request of
     /// the round fails and nothing is acknowledged. An empty request records nothing.
+    #[tracing::instrument(name = "store.record_access", skip_all)]
     pub async fn record_access(&self, entries: Vec<AccessEntry>) -> Result<Vec<u64>> {
         if entries.len() > MAX_BATCH_EVENTS {
             return Err(Error::Invalid(format!(
@@ -428,6 +433,7 @@ impl Store {
     }
 
     /// The committed access-log size, read from the database.
+    #[tracing::instrument(name = "store.access_log_size", skip_all)]
     pub async fn access_log_size(&self) -> Result<u64> {
         dispatch!(&self.inner.db, |q, pool| q::access_size(pool).await)
     }
@@ -438,17 +444,20 @@ impl Store {
     }
 
     /// Access records matching `filter`, in ascending position, at most its (clamped) limit.
+    #[tracing::instrument(name = "store.accesses", skip_all)]
     pub async fn accesses(&self, filter: &AccessFilter) -> Result<Vec<RecordedAccess>> {
         let limit = filter.effective_limit();
         dispatch!(&self.inner.db, |q, pool| q::accesses(pool, filter, limit).await)
     }
 
     /// The access record with id `id`.
+    #[tracing::instrument(name = "store.access_by_id", skip_all)]
     pub async fn access_by_id(&self, id: &[u8; 16]) -> Result<Option<RecordedAccess>> {
         dispatch!(&self.inner.db, |q, pool| q::access_by_id(pool, id).await)
     }
 
     /// Access records from position `from`, ascending, at most `limit` (for verification).
+    #[tracing::instrument(name = "store.access_range", skip_all)]
     pub async fn access_range(&self, from: u64, limit: u32) -> Result<Vec<RecordedAccess>> {
         dispatch!(&self.inner.db, |q, pool| q::access_range(pool, from, limit).await)
     }
@@ -456,37 +465,44 @@ impl Store {
     /// The index rows of access positions in `[from, to)`: `(position, "subject" | "item",
     /// value)`, ordered by position, kind, then value (bytewise), so a verifier can check them
     /// against the decoded records.
+    #[tracing::instrument(name = "store.access_index_rows", skip_all)]
     pub async fn access_index_rows(&self, from: u64, to: u64) -> Result<Vec<(u64, String, String)>> {
         dispatch!(&self.inner.db, |q, pool| q::access_index_rows(pool, from, to).await)
     }
 
     /// The access log's latest signed checkpoint, if anything was ever recorded.
+    #[tracing::instrument(name = "store.access_latest_checkpoint", skip_all)]
     pub async fn access_latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>> {
         dispatch!(&self.inner.db, |q, pool| q::latest_checkpoint(pool, Log::Access).await)
     }
 
     /// The access log's signed checkpoints with tree size ≥ `from_size`, ascending, at most `limit`.
+    #[tracing::instrument(name = "store.access_checkpoints", skip_all)]
     pub async fn access_checkpoints(&self, from_size: u64, limit: u32) -> Result<Vec<SignedCheckpoint>> {
         dispatch!(&self.inner.db, |q, pool| q::checkpoints(pool, Log::Access, from_size, limit).await)
     }
 
     /// The access log's tree head of size `size` (which must not exceed its size).
+    #[tracing::instrument(name = "store.access_root", skip_all)]
     pub async fn access_root(&self, size: u64) -> Result<Hash> {
         self.log_root(Log::Access, size).await
     }
 
     /// The inclusion proof of access-log `position` in the tree of `tree_size`: the leaf hash,
     /// the audit path and that tree's root.
+    #[tracing::instrument(name = "store.access_inclusion_proof", skip_all)]
     pub async fn access_inclusion_proof(&self, position: u64, tree_size: u64) -> Result<(Hash, Vec<Hash>, Hash)> {
         self.log_inclusion_proof(Log::Access, position, tree_size).await
     }
 
     /// The access log's consistency proof from `from_size` to `to_size`, with both roots.
+    #[tracing::instrument(name = "store.access_consistency_proof", skip_all)]
     pub async fn access_consistency_proof(&self, from_size: u64, to_size: u64) -> Result<(Vec<Hash>, Hash, Hash)> {
         self.log_consistency_proof(Log::Access, from_size, to_size).await
     }
 
     /// The access log's stored Merkle hashes with indexes in `[from, to)`, in index order.
+    #[tracing::instrument(name = "store.access_hash_range", skip_all)]
     pub async fn access_hash_range(&self, from: u64, to: u64) -> Result<Vec<(u64, Hash)>> {
         dispatch!(&self.inner.db, |q, pool| q::hash_range(pool, Log::Access, from, to).await)
     }
@@ -508,23 +524,27 @@ impl Store {
     }
 
     /// The committed log size, read from the database.
+    #[tracing::instrument(name = "store.log_size", skip_all)]
     pub async fn log_size(&self) -> Result<u64> {
         Ok(dispatch!(&self.inner.db, |q, pool| q::head(pool).await)?.size)
     }
 
     /// Events from `from` in position order, at most `limit`, those `visibility` allows.
+    #[tracing::instrument(name = "store.read_all", skip_all)]
     pub async fn read_all(&self, from: u64, limit: u32, visibility: &Visibility) -> Result<Page> {
         dispatch!(&self.inner.db, |q, pool| q::read_all(pool, from, limit, visibility, None).await)
     }
 
     /// [`Store::read_all`] as it answered when the log held `size` events (an audit replay; the
     /// log is immutable, so the answer is the same). `size` must not exceed the log size.
+    #[tracing::instrument(name = "store.read_all_as_of", skip_all)]
     pub async fn read_all_as_of(&self, from: u64, limit: u32, visibility: &Visibility, size: u64) -> Result<Page> {
         self.check_size(Log::Events, size).await?;
         dispatch!(&self.inner.db, |q, pool| q::read_all(pool, from, limit, visibility, Some(size)).await)
     }
 
     /// [`Store::read_stream`] as it answered when the log held `size` events.
+    #[tracing::instrument(name = "store.read_stream_as_of", skip_all)]
     pub async fn read_stream_as_of(
         &self,
         stream: &StreamId,
@@ -546,6 +566,7 @@ impl Store {
     }
 
     /// Events of `stream` from `from_version` in version order, at most `limit`.
+    #[tracing::instrument(name = "store.read_stream", skip_all)]
     pub async fn read_stream(
         &self,
         stream: &StreamId,
@@ -565,6 +586,7 @@ impl Store {
     }
 
     /// Stored Merkle hashes with indexes in `[from, to)`, in index order (for verification).
+    #[tracing::instrument(name = "store.hash_range", skip_all)]
     pub async fn hash_range(&self, from: u64, to: u64) -> Result<Vec<(u64, Hash)>> {
         dispatch!(&self.inner.db, |q, pool| q::hash_range(pool, Log::Events, from, to).await)
     }
@@ -583,6 +605,7 @@ impl Store {
     }
 
     /// The tree head of size `size` (which must not exceed the log size).
+    #[tracing::instrument(name = "store.root", skip_all)]
     pub async fn root(&self, size: u64) -> Result<Hash> {
         self.log_root(Log::Events, size).await
     }
@@ -606,6 +629,7 @@ impl Store {
 
     /// The inclusion proof of `position` in the tree of `tree_size`: the event's leaf hash, the
     /// audit path and that tree's root, from one query.
+    #[tracing::instrument(name = "store.inclusion_proof", skip_all)]
     pub async fn inclusion_proof(&self, position: u64, tree_size: u64) -> Result<(Hash, Vec<Hash>, Hash)> {
         self.log_inclusion_proof(Log::Events, position, tree_size).await
     }
@@ -621,6 +645,7 @@ impl Store {
     }
 
     /// The consistency proof from `from_size` to `to_size`, with both roots.
+    #[tracing::instrument(name = "store.consistency_proof", skip_all)]
     pub async fn consistency_proof(&self, from_size: u64, to_size: u64) -> Result<(Vec<Hash>, Hash, Hash)> {
         self.log_consistency_proof(Log::Events, from_size, to_size).await
     }
@@ -639,6 +664,7 @@ impl Store {
     }
 
     /// The event at `position`, whoever wrote it (callers authorise).
+    #[tracing::instrument(name = "store.event_at", skip_all)]
     pub async fn event_at(&self, position: u64) -> Result<RecordedEvent> {
         self.read_all(position, 1, &Visibility::All)
             .await?
@@ -649,6 +675,7 @@ impl Store {
     }
 
     /// The first log position `projection` has not applied yet (0 before its first batch).
+    #[tracing::instrument(name = "store.view_checkpoint", skip_all)]
     pub async fn view_checkpoint(&self, projection: &str) -> Result<u64> {
         dispatch!(&self.inner.db, |q, pool| q::view_checkpoint(pool, projection).await)
     }
@@ -656,27 +683,32 @@ impl Store {
     /// Writes read-model rows and moves `projection`'s checkpoint from `from` to `to` in one
     /// transaction. Returns `false`, writing nothing, when the checkpoint is no longer `from`
     /// (another process applied the range first).
+    #[tracing::instrument(name = "store.commit_views", skip_all)]
     pub async fn commit_views(&self, projection: &str, from: u64, to: u64, rows: &[ViewRow]) -> Result<bool> {
         dispatch!(&self.inner.db, |q, pool| q::commit_views(pool, projection, from, to, rows).await)
     }
 
     /// Items of `model` held by `agency` changed after log position `after`, in position order.
+    #[tracing::instrument(name = "store.view_rows", skip_all)]
     pub async fn view_rows(&self, model: &str, agency: &str, after: Option<u64>, limit: u32) -> Result<Vec<ViewRow>> {
         dispatch!(&self.inner.db, |q, pool| q::view_rows(pool, model, agency, after, limit).await)
     }
 
     /// Read-model rows after `after` (model, agency, item id) in that order, at most `limit`: to
     /// restore a projection's state page by page without holding every row twice.
+    #[tracing::instrument(name = "store.view_rows_page", skip_all)]
     pub async fn view_rows_page(&self, after: Option<(&str, &str, &str)>, limit: u32) -> Result<Vec<ViewRow>> {
         dispatch!(&self.inner.db, |q, pool| q::view_rows_page(pool, after, limit).await)
     }
 
     /// Drops every read-model row and `projection`'s checkpoint, for a rebuild from zero.
+    #[tracing::instrument(name = "store.reset_views", skip_all)]
     pub async fn reset_views(&self, projection: &str) -> Result<()> {
         dispatch!(&self.inner.db, |q, pool| q::reset_views(pool, projection).await)
     }
 
     /// The event recorded under `event_id`, whoever wrote it (callers authorise).
+    #[tracing::instrument(name = "store.event_by_id", skip_all)]
     pub async fn event_by_id(&self, event_id: &EventId) -> Result<Option<RecordedEvent>> {
         let found = dispatch!(&self.inner.db, |q, pool| q::existing_events(
             &mut *pool.acquire().await.map_err(error::db("acquiring a connection"))?,
@@ -687,17 +719,20 @@ impl Store {
     }
 
     /// The latest signed checkpoint, if any event was ever recorded.
+    #[tracing::instrument(name = "store.latest_checkpoint", skip_all)]
     pub async fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>> {
         dispatch!(&self.inner.db, |q, pool| q::latest_checkpoint(pool, Log::Events).await)
     }
 
     /// Signed checkpoints with tree size ≥ `from_size`, ascending, at most `limit`.
+    #[tracing::instrument(name = "store.checkpoints", skip_all)]
     pub async fn checkpoints(&self, from_size: u64, limit: u32) -> Result<Vec<SignedCheckpoint>> {
         dispatch!(&self.inner.db, |q, pool| q::checkpoints(pool, Log::Events, from_size, limit).await)
     }
 
     /// A registered key. Cached: a registration never changes, but the cached revocation state
     /// may lag; the sequencer checks revocation authoritatively when it records an event.
+    #[tracing::instrument(name = "store.key", skip_all)]
     pub async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>> {
         if let Some(k) = self.inner.keys.read().expect("key cache").get(key_id) {
             return Ok(Some(k.clone()));
@@ -710,6 +745,7 @@ impl Store {
     }
 
     /// A registered agency. Cached: a registration never changes.
+    #[tracing::instrument(name = "store.agency", skip_all)]
     pub async fn agency(&self, agency_id: &str) -> Result<Option<AgencyRecord>> {
         if let Some(a) = self.inner.agencies.read().expect("agency cache").get(agency_id) {
             return Ok(Some(a.clone()));
@@ -722,17 +758,20 @@ impl Store {
     }
 
     /// Every registered agency.
+    #[tracing::instrument(name = "store.agencies", skip_all)]
     pub async fn agencies(&self) -> Result<Vec<AgencyRecord>> {
         dispatch!(&self.inner.db, |q, pool| q::agencies(pool).await)
     }
 
     /// The `PolicyAdopted` events recorded after position `after` (all of them for `None`), in
     /// log order.
+    #[tracing::instrument(name = "store.policy_adoptions", skip_all)]
     pub async fn policy_adoptions(&self, after: Option<u64>) -> Result<Vec<RecordedEvent>> {
         dispatch!(&self.inner.db, |q, pool| q::policy_adoptions(pool, after).await)
     }
 
     /// Every registered key.
+    #[tracing::instrument(name = "store.keys", skip_all)]
     pub async fn keys(&self) -> Result<Vec<KeyRecord>> {
         dispatch!(&self.inner.db, |q, pool| q::keys(pool).await)
     }

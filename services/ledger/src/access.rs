@@ -340,6 +340,14 @@ impl AccessLog {
     /// Records a refused call and returns the status to send. If even the refusal cannot be
     /// recorded, the refusal is still sent (it discloses nothing) and the failure is logged.
     pub async fn denied(&self, call: &Call, status: Status) -> Status {
+        DENIED.add(
+            1,
+            &[
+                opentelemetry::KeyValue::new("rpc.service", call.service),
+                opentelemetry::KeyValue::new("rpc.method", call.method),
+                opentelemetry::KeyValue::new("rpc.grpc.status_code", status.code() as i64),
+            ],
+        );
         let record = self.record(call, Disclosed::default(), Err(&status));
         if let Err(e) = self.write(record).await {
             tracing::error!(error = %e, service = call.service, method = call.method, "denied access not recorded");
@@ -363,6 +371,15 @@ impl AccessLog {
         }
     }
 }
+
+/// Refused and failed calls, by service, method and status (an OpenTelemetry counter; a no-op
+/// until the server installs an exporting meter provider).
+static DENIED: std::sync::LazyLock<opentelemetry::metrics::Counter<u64>> = std::sync::LazyLock::new(|| {
+    opentelemetry::global::meter("accord-ledger")
+        .u64_counter("accord.requests.denied")
+        .with_description("Calls refused or failed (each is also an access record with outcome DENIED or FAILED)")
+        .build()
+});
 
 /// The store entry of a record: its encoding and the index keys copied from it.
 pub fn entry(record: &pb::AccessRecord) -> AccessEntry {

@@ -6,7 +6,9 @@
 //! not here: this crate assembles and configures.
 
 pub mod audit_cli;
+pub mod config;
 pub mod keys;
+pub mod telemetry;
 pub mod verify;
 
 use std::future::Future;
@@ -58,6 +60,55 @@ pub struct Settings {
     /// access log costs. Not reachable from the command line, environment or any file.
     #[doc(hidden)]
     pub unrecorded_views_for_benchmarks: bool,
+    /// TLS for the listener (absent: plaintext gRPC).
+    pub tls: Option<TlsSettings>,
+}
+
+/// The listener's TLS material, read from PEM files at start-up.
+#[derive(Clone)]
+pub struct TlsSettings {
+    /// The certificate chain and key.
+    pub identity: tonic::transport::Identity,
+    /// Mutual TLS: client certificates must chain to this CA.
+    pub client_ca: Option<tonic::transport::Certificate>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings").field("mutual", &self.client_ca.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl TlsSettings {
+    /// Reads the PEM files named in `tls` (which must name a certificate and a key).
+    pub fn read(tls: &config::Tls) -> anyhow::Result<TlsSettings> {
+        let read = |what: &str, p: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+            p.as_ref()
+                .map(|p| {
+                    let pem = std::fs::read(p).with_context(|| format!("reading the TLS {what} {}", p.display()))?;
+                    if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+                        anyhow::bail!("the TLS {what} {} is not PEM", p.display());
+                    }
+                    Ok(pem)
+                })
+                .transpose()
+        };
+        let (Some(cert), Some(key)) = (read("certificate", &tls.cert)?, read("key", &tls.key)?) else {
+            anyhow::bail!("TLS needs both a certificate and its key");
+        };
+        Ok(TlsSettings {
+            identity: tonic::transport::Identity::from_pem(cert, key),
+            client_ca: read("client CA", &tls.client_ca)?.map(tonic::transport::Certificate::from_pem),
+        })
+    }
+
+    fn server_config(&self) -> tonic::transport::ServerTlsConfig {
+        let c = tonic::transport::ServerTlsConfig::new().identity(self.identity.clone());
+        match &self.client_ca {
+            Some(ca) => c.client_ca_root(ca.clone()),
+            None => c,
+        }
+    }
 }
 
 impl Settings {
@@ -74,6 +125,7 @@ impl Settings {
             store: Default::default(),
             disclosure_limits: Default::default(),
             unrecorded_views_for_benchmarks: false,
+            tls: None,
         }
     }
 }
@@ -87,6 +139,7 @@ pub struct Server {
     audit: accord_audit::Audit,
     projector: Arc<accord_views::Projector>,
     stopping: tokio::sync::watch::Sender<bool>,
+    tls: Option<TlsSettings>,
 }
 
 impl Server {
@@ -137,7 +190,7 @@ impl Server {
         }
         let audit = accord_audit::Audit::new(Arc::clone(&projector), Arc::clone(&auth), settings.disclosure_limits);
         let ledger = Ledger::new(sharing, auth, settings.origin.clone(), stopping_rx);
-        Ok(Server { listener, store, ledger, views, audit, projector, stopping })
+        Ok(Server { listener, store, ledger, views, audit, projector, stopping, tls: settings.tls })
     }
 
     /// The bound address.
@@ -162,7 +215,12 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("building the reflection service")?;
-        tracing::info!(addr = %self.local_addr(), "accord serving");
+        tracing::info!(
+            addr = %self.local_addr(),
+            tls = self.tls.is_some(),
+            mutual_tls = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            "accord serving"
+        );
         // TCP_NODELAY: a gRPC response is several small HTTP/2 frames; with Nagle's algorithm the
         // last one waits for the client's delayed ACK (~40 ms per call). Keepalive finds dead peers.
         let incoming = tonic::transport::server::TcpIncoming::from(self.listener)
@@ -176,9 +234,14 @@ impl Server {
             reporter.set_not_serving::<accord_proto::v1::ledger_server::LedgerServer<Ledger>>().await;
             reporter.set_not_serving::<accord_proto::v1::views_server::ViewsServer<accord_views::Views>>().await;
             reporter.set_not_serving::<accord_proto::v1::audit_server::AuditServer<accord_audit::Audit>>().await;
+            reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             let _ = stopping.send(true);
         };
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder().trace_fn(telemetry::rpc_span);
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls.server_config()).context("configuring TLS")?;
+        }
+        builder
             .add_service(health_service)
             .add_service(reflection)
             .add_service(self.ledger.into_server())

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use accord_server::{Settings, keys, verify};
+use accord_server::{keys, verify};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
@@ -15,36 +15,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gRPC server (Ledger, Views, health, reflection).
+    /// Run the gRPC server (Ledger, Views, Audit, health, reflection).
     ///
-    /// Example: accord serve --agencies deploy/agencies.example.toml --dev-issuer-key accord-dev-issuer.key
-    Serve {
-        /// Address to listen on.
-        #[arg(long, env = "ACCORD_LISTEN", default_value = accord_server::DEFAULT_LISTEN)]
-        listen: std::net::SocketAddr,
-        /// sqlite://FILE (the embedded default) or postgres://USER@HOST/DB.
-        #[arg(long, env = "ACCORD_DATABASE_URL", default_value = accord_server::DEFAULT_DATABASE_URL)]
-        database_url: String,
-        /// The server's key (PKCS#8 PEM); created when missing.
-        #[arg(long, env = "ACCORD_SERVER_KEY", default_value = "accord-server.key")]
-        server_key: PathBuf,
-        /// The log's name, the origin line of its checkpoints.
-        #[arg(long, env = "ACCORD_ORIGIN", default_value = accord_server::DEFAULT_ORIGIN)]
-        origin: String,
-        /// Agencies, signing keys and token issuers (TOML).
-        #[arg(long, env = "ACCORD_AGENCIES")]
-        agencies: Option<PathBuf>,
-        /// Trust development tokens minted with this key by `accord token` (created when missing).
-        #[arg(long, env = "ACCORD_DEV_ISSUER_KEY")]
-        dev_issuer_key: Option<PathBuf>,
-        /// The audience tokens must be issued for.
-        #[arg(long, env = "ACCORD_AUDIENCE", default_value = accord_server::DEFAULT_AUDIENCE)]
-        audience: String,
-        /// Clare's Law (DVDS) time limit for the whole process, in days (guidance says 28 or 35).
-        #[arg(long, env = "ACCORD_DVDS_TARGET_DAYS", default_value_t = 28,
-              value_parser = clap::value_parser!(u32).range(1..=90))]
-        dvds_target_days: u32,
-    },
+    /// Configuration comes from flags, then ACCORD_* environment variables, then the --config
+    /// file, then defaults (the first that gives a value wins). Traces and metrics are exported
+    /// over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT is set, and not at all otherwise.
+    ///
+    /// Examples:
+    ///   accord serve --agencies deploy/dev/agencies.toml --dev-issuer-key accord-dev-issuer.key
+    ///   accord serve --config /etc/accord/accord.toml --log-format json
+    ///   ACCORD_DATABASE_URL=postgres://accord@db/accord accord serve --print-config
+    Serve(accord_server::config::ServeArgs),
     /// Create an agency signing key: writes the secret key (PKCS#8 PEM, mode 0600) and prints
     /// the public key and the lines to add to the agencies file.
     ///
@@ -235,36 +216,42 @@ fn list_request(
     })
 }
 
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("ACCORD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-}
-
 #[allow(clippy::print_stdout)]
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
+    // The server's logging follows its configuration; the tools log human text at `info`.
+    let serve = match &cli.command {
+        Command::Serve(args) => Some(args.resolve()?),
+        _ => None,
+    };
+    let (format, filter) = match &serve {
+        Some(c) => (c.log_format, c.log.clone()),
+        None => (Default::default(), std::env::var("ACCORD_LOG").unwrap_or_else(|_| "info".to_owned())),
+    };
+    if let (Some(c), Command::Serve(args)) = (&serve, &cli.command)
+        && args.print_config
+    {
+        print!("{}", c.to_toml());
+        return Ok(());
+    }
+    let telemetry = accord_server::telemetry::init(format, &filter)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    match cli.command {
-        Command::Serve {
-            listen,
-            database_url,
-            server_key,
-            origin,
-            agencies,
-            dev_issuer_key,
-            audience,
-            dvds_target_days,
-        } => rt.block_on(async {
-            let mut s = Settings::new(&database_url, server_key);
-            s.listen = listen;
-            s.origin = origin;
-            s.agencies = agencies;
-            s.dev_issuer_key = dev_issuer_key;
-            s.audience = audience;
-            s.disclosure_limits = accord_views::DisclosureLimits { dvds_days: dvds_target_days };
-            let server = accord_server::Server::build(s).await?;
+    let result = run(cli.command, serve, &rt);
+    drop(rt);
+    telemetry.shutdown();
+    result
+}
+
+#[allow(clippy::print_stdout)]
+fn run(
+    command: Command,
+    serve: Option<accord_server::config::Config>,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(_) => rt.block_on(async {
+            let config = serve.expect("resolved above");
+            let server = accord_server::Server::build(config.settings()?).await?;
             server.run_until_stopped(accord_server::shutdown_signal()).await
         }),
         Command::Keygen { agency, key_id, out } => {

@@ -7,6 +7,7 @@
 //! from the rows and resumes at the checkpoint; `accord rebuild` drops the rows and replays from
 //! zero. [`Projector::as_of`] folds a fresh state up to any position, for audit replay.
 
+mod metrics;
 pub mod projection;
 mod service;
 
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use accord_ledger::{Sharing, convert};
 use accord_store::{Store, Visibility};
 use tokio::sync::{Mutex, RwLock, watch};
+use tracing::Instrument;
 
 pub use accord_ledger::access::Replayed;
 pub use projection::{Model, PROJECTION, State};
@@ -194,13 +196,16 @@ impl Projector {
             let (next_page, log_size) = (page.next, page.log_size);
             let started = Instant::now();
             let n = page.events.len() as u64;
-            let decoded = decode_page(&self.sharing, page.events).await?;
+            let newest = page.events.last().map(|e| e.recorded_at);
+            let span = tracing::info_span!("projection.batch", from, events = n, rows = tracing::field::Empty);
+            let decoded = decode_page(&self.sharing, page.events).instrument(span.clone()).await?;
             let (rows, to) = {
                 let mut state = self.state.write().await;
                 apply_decoded(&self.sharing, &mut state, &decoded)?;
                 (state.take_changes(), state.next_position)
             };
-            if !store.commit_views(PROJECTION, from, to, &rows).await? {
+            span.record("rows", rows.len());
+            if !store.commit_views(PROJECTION, from, to, &rows).instrument(span).await? {
                 // Another process applied this range first: take its rows and go on from there.
                 tracing::debug!(from, "read models advanced by another process; reloading");
                 let reloaded = load_state(store).await?;
@@ -209,6 +214,7 @@ impl Projector {
             }
             progress.events += n;
             progress.batches += 1;
+            metrics::batch(n, newest, log_size.saturating_sub(to));
             tracing::debug!(
                 from,
                 events = n,
