@@ -340,6 +340,36 @@ impl Client {
         Self::with_channel(channel, token)
     }
 
+    /// Connects over TLS (an `https://` endpoint): the server's certificate must chain to
+    /// `tls`'s CA (the platform's roots are not consulted), and with an identity in `tls` the
+    /// client presents its own certificate (mutual TLS).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), accord_client::Error> {
+    /// use accord_client::{Client, Tls};
+    ///
+    /// let tls = Tls::from_files("accord-ca.pem", Some(("agency.pem", "agency-key.pem")))?;
+    /// let client = Client::connect_tls("https://accord.example.org:50051", "<JWT>", &tls).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_tls(endpoint: &str, token: &str, tls: &Tls) -> Result<Self> {
+        let mut config = tonic::transport::ClientTlsConfig::new().ca_certificate(tls.ca.clone());
+        if let Some(id) = &tls.identity {
+            config = config.identity(id.clone());
+        }
+        if let Some(d) = &tls.domain {
+            config = config.domain_name(d.clone());
+        }
+        let channel = Channel::from_shared(endpoint.to_owned())
+            .map_err(|e| Error::Key(format!("bad endpoint {endpoint:?}: {e}")))?
+            .tls_config(config)
+            .map_err(|source| Error::Connect { endpoint: endpoint.to_owned(), source })?
+            .connect()
+            .await
+            .map_err(|source| Error::Connect { endpoint: endpoint.to_owned(), source })?;
+        Self::with_channel(channel, token)
+    }
+
     /// Uses an existing channel.
     pub fn with_channel(channel: Channel, token: &str) -> Result<Self> {
         let token: MetadataValue<_> =
@@ -407,6 +437,172 @@ impl Client {
                 Err(s) => return Err(s.into()),
             }
         }
+    }
+}
+
+impl Client {
+    /// New and changed items of one of the caller's read models from after `after` (the
+    /// `position` of the last item you processed; `None` for everything), then live. Resuming
+    /// from the last position received loses and repeats nothing. Set a purpose first.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut client: accord_client::Client) -> Result<(), accord_client::Error> {
+    /// use accord_proto::v1 as pb;
+    ///
+    /// client.set_purpose(Some("Operation Encompass: the morning check"))?;
+    /// let mut inbox = client.subscribe_view(pb::ReadModel::SchoolInbox, None).await?;
+    /// while let Some(item) = inbox.message().await? {
+    ///     println!("{} (position {})", item.item_id, item.position);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe_view(
+        &mut self,
+        model: pb::ReadModel,
+        after: Option<u64>,
+    ) -> Result<tonic::Streaming<pb::ViewItem>> {
+        let req = pb::SubscribeViewRequest { model: model as i32, after_position: after };
+        Ok(self.views.subscribe(req).await?.into_inner())
+    }
+
+    /// Fetches the latest signed checkpoint of `log`, verifies its signature with
+    /// `verifier_keys`, and — when you pass the checkpoint you kept earlier — fetches and checks
+    /// a consistency proof that the log now extends it (history was not rewritten). Keep the
+    /// result for next time.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut client: accord_client::Client, verifier_key: String) -> Result<(), accord_client::Error> {
+    /// use accord_proto::v1 as pb;
+    ///
+    /// let first = client.checkpoint(pb::Log::Events, &[verifier_key.clone()], None).await?;
+    /// // ... later: fails with Error::Verify if the log no longer extends `first`.
+    /// let later = client.checkpoint(pb::Log::Events, &[verifier_key], Some(&first)).await?;
+    /// assert!(later.size >= first.size);
+    /// # Ok(()) }
+    /// ```
+    pub async fn checkpoint(
+        &mut self,
+        log: pb::Log,
+        verifier_keys: &[String],
+        kept: Option<&VerifiedCheckpoint>,
+    ) -> Result<VerifiedCheckpoint> {
+        let cp = self.ledger.get_checkpoint(pb::GetCheckpointRequest { log: log as i32 }).await?.into_inner();
+        let new = verify_checkpoint(&cp, verifier_keys)?;
+        if let Some(old) = kept {
+            if old.origin != new.origin {
+                return Err(Error::Verify(format!("the kept checkpoint is of {}, not {}", old.origin, new.origin)));
+            }
+            if new.size < old.size {
+                return Err(Error::Verify(format!(
+                    "the log shrank: the kept checkpoint has size {}, the server's {}",
+                    old.size, new.size
+                )));
+            }
+            if new.size == old.size {
+                if new.root != old.root {
+                    return Err(Error::Verify(format!("two different roots for size {}", new.size)));
+                }
+            } else {
+                let req = pb::GetConsistencyProofRequest { from_size: old.size, to_size: new.size, log: log as i32 };
+                let proof = self.ledger.get_consistency_proof(req).await?.into_inner();
+                verify_consistency(&proof, old, &new)?;
+            }
+        }
+        Ok(new)
+    }
+
+    /// Proves that `event`, appended with `receipt`, is in the log a verified checkpoint
+    /// commits to: recomputes the leaf hash from the event you signed and the receipt's fields
+    /// (not trusting the receipt's hash), fetches an inclusion proof and checks it.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut client: accord_client::Client, signed: accord_proto::v1::SignedEvent,
+    /// #               stream: &str, verifier_key: String) -> Result<(), accord_client::Error> {
+    /// use accord_proto::v1 as pb;
+    ///
+    /// let receipt = client.append(vec![signed.clone()]).await?.remove(0);
+    /// let cp = client.checkpoint(pb::Log::Events, &[verifier_key], None).await?;
+    /// client.prove_included(&signed, stream, &receipt, &cp).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn prove_included(
+        &mut self,
+        event: &pb::SignedEvent,
+        stream: &str,
+        receipt: &pb::Receipt,
+        checkpoint: &VerifiedCheckpoint,
+    ) -> Result<()> {
+        if receipt.position >= checkpoint.size {
+            return Err(Error::Verify(format!(
+                "position {} is not in the checkpoint of size {}; fetch a newer checkpoint",
+                receipt.position, checkpoint.size
+            )));
+        }
+        let t = receipt.recorded_at.ok_or_else(|| Error::Verify("receipt without recorded_at".into()))?;
+        let leaf = merkle::Leaf {
+            position: receipt.position,
+            recorded_at: Timestamp::from_parts("recorded_at", t.seconds, t.nanos)
+                .map_err(|e| Error::Verify(e.to_string()))?,
+            stream,
+            stream_version: receipt.stream_version,
+            key_id: &event.key_id,
+            signature: &event.signature,
+            body_sha256: merkle::sha256(&event.body),
+        }
+        .hash();
+        if leaf.0.as_slice() != receipt.leaf_hash.as_slice() {
+            return Err(Error::Verify(format!(
+                "the receipt's leaf hash for position {} is not the hash of the event sent",
+                receipt.position
+            )));
+        }
+        let req = pb::GetInclusionProofRequest {
+            position: receipt.position,
+            tree_size: checkpoint.size,
+            log: pb::Log::Events as i32,
+        };
+        let proof = self.ledger.get_inclusion_proof(req).await?.into_inner();
+        verify_inclusion(&proof, leaf, checkpoint)
+    }
+}
+
+/// TLS settings for [`Client::connect_tls`].
+#[derive(Debug, Clone)]
+pub struct Tls {
+    ca: tonic::transport::Certificate,
+    identity: Option<tonic::transport::Identity>,
+    domain: Option<String>,
+}
+
+impl Tls {
+    /// The CA that signed the server's certificate, and optionally the client's own
+    /// certificate and key for mutual TLS, all PEM.
+    pub fn new(ca_pem: impl AsRef<[u8]>, identity: Option<(Vec<u8>, Vec<u8>)>) -> Self {
+        Tls {
+            ca: tonic::transport::Certificate::from_pem(ca_pem),
+            identity: identity.map(|(cert, key)| tonic::transport::Identity::from_pem(cert, key)),
+            domain: None,
+        }
+    }
+
+    /// [`Tls::new`] from PEM files: the CA, and optionally the client's (certificate, key).
+    pub fn from_files(
+        ca: impl AsRef<std::path::Path>,
+        identity: Option<(impl AsRef<std::path::Path>, impl AsRef<std::path::Path>)>,
+    ) -> Result<Self> {
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::Key(format!("{}: {e}", p.display())));
+        let ca = read(ca.as_ref())?;
+        let identity = match identity {
+            Some((c, k)) => Some((read(c.as_ref())?, read(k.as_ref())?)),
+            None => None,
+        };
+        Ok(Tls::new(ca, identity))
+    }
+
+    /// The name to check the server's certificate against, when it is not the endpoint's host.
+    pub fn domain(mut self, name: &str) -> Self {
+        self.domain = Some(name.to_owned());
+        self
     }
 }
 

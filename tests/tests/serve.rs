@@ -1,0 +1,195 @@
+//! What an agency's operations team and client developers rely on around the API: TLS and
+//! mutual TLS on the real server, and the SDK's own proof checks (a kept checkpoint extended, an
+//! appended event proven included, a live inbox subscription). Transport settings do not depend
+//! on the storage backend, so the TLS tests run on SQLite; the SDK test runs on both.
+
+use accord_client::{Client, Tls};
+use accord_e2e::{Backend, TEST_PURPOSE, TestServer, encompass_notification};
+use accord_proto::v1 as pb;
+use accord_server::TlsSettings;
+use accord_server::config;
+use prost::Message;
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+
+/// A CA and a certificate it signed for `name`, each as PEM.
+struct Pki {
+    ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(cn: &str) -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().unwrap();
+        let ca_pem = params.self_signed(&key).unwrap().pem();
+        Pki { ca_pem, issuer: Issuer::new(params, key) }
+    }
+
+    /// (certificate, key) for `name`, for a server or a client.
+    fn issue(&self, name: &str, purpose: ExtendedKeyUsagePurpose) -> (String, String) {
+        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![purpose];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// The server's TLS settings read through the configuration path `accord serve` uses.
+fn server_tls(dir: &std::path::Path, pki: &Pki, mutual: bool) -> TlsSettings {
+    let (cert, key) = pki.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth);
+    std::fs::write(dir.join("server.pem"), cert).unwrap();
+    std::fs::write(dir.join("server-key.pem"), key).unwrap();
+    std::fs::write(dir.join("ca.pem"), &pki.ca_pem).unwrap();
+    let tls = config::Tls {
+        cert: Some(dir.join("server.pem")),
+        key: Some(dir.join("server-key.pem")),
+        client_ca: mutual.then(|| dir.join("ca.pem")),
+    };
+    TlsSettings::read(&tls).expect("TLS files read")
+}
+
+async fn inbox(c: &mut Client) -> Result<pb::QueryViewResponse, tonic::Status> {
+    c.set_purpose(Some(TEST_PURPOSE)).unwrap();
+    let req = pb::QueryViewRequest { model: pb::ReadModel::SchoolInbox as i32, ..Default::default() };
+    c.views().query(req).await.map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn tls_serves_clients_that_trust_its_ca_and_refuses_plaintext() {
+    let mut s = TestServer::start(Backend::Sqlite).await.expect("sqlite");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("Accord test CA");
+    let tls = server_tls(dir.path(), &pki, false);
+    s.restart_with(|st| st.tls = Some(tls)).await;
+    let token = s.token("st-marys-school", "dsl-1", &["dsl"]);
+    let https = format!("https://localhost:{}", s.addr.port());
+
+    let mut c = Client::connect_tls(&https, &token, &Tls::new(&pki.ca_pem, None)).await.expect("TLS connects");
+    inbox(&mut c).await.expect("a DSL reads her inbox over TLS");
+
+    // A client that does not trust the server's CA does not get through.
+    let stranger = Pki::new("Some other CA");
+    let refused = match Client::connect_tls(&https, &token, &Tls::new(&stranger.ca_pem, None)).await {
+        Ok(mut c) => inbox(&mut c).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a server certificate from an untrusted CA must be refused");
+    // Plaintext gRPC to a TLS port fails rather than being served.
+    let plain = match Client::connect(&s.endpoint, &token).await {
+        Ok(mut c) => inbox(&mut c).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(plain, "plaintext must not be served on a TLS listener");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn mutual_tls_admits_only_agency_systems_with_certificates_from_the_client_ca() {
+    let mut s = TestServer::start(Backend::Sqlite).await.expect("sqlite");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("Accord agencies CA");
+    let tls = server_tls(dir.path(), &pki, true);
+    s.restart_with(|st| st.tls = Some(tls)).await;
+    let token = s.token("st-marys-school", "dsl-1", &["dsl"]);
+    let https = format!("https://localhost:{}", s.addr.port());
+
+    let (cert, key) = pki.issue("st-marys-school", ExtendedKeyUsagePurpose::ClientAuth);
+    let with_cert = Tls::new(&pki.ca_pem, Some((cert.into_bytes(), key.into_bytes())));
+    let mut c = Client::connect_tls(&https, &token, &with_cert).await.expect("mTLS connects");
+    inbox(&mut c).await.expect("an agency system with a certificate from the CA is served");
+
+    let refused = |r: Result<Client, accord_client::Error>| async {
+        match r {
+            Ok(mut c) => inbox(&mut c).await.is_err(),
+            Err(_) => true,
+        }
+    };
+    let no_cert = Client::connect_tls(&https, &token, &Tls::new(&pki.ca_pem, None)).await;
+    assert!(refused(no_cert).await, "a client without a certificate must be refused");
+    let rogue = Pki::new("Rogue CA");
+    let (cert, key) = rogue.issue("st-marys-school", ExtendedKeyUsagePurpose::ClientAuth);
+    let rogue_cert =
+        Client::connect_tls(&https, &token, &Tls::new(&pki.ca_pem, Some((cert.into_bytes(), key.into_bytes())))).await;
+    assert!(refused(rogue_cert).await, "a client certificate from another CA must be refused");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn tls_files_that_are_not_pem_are_named_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("key.pem"), "-----BEGIN PRIVATE KEY-----\n").unwrap();
+    let tls =
+        config::Tls { cert: Some(dir.path().join("cert.pem")), key: Some(dir.path().join("key.pem")), client_ca: None };
+    let e = TlsSettings::read(&tls).unwrap_err().to_string();
+    assert!(e.contains("cert.pem") && e.contains("not PEM"), "{e}");
+    let tls = config::Tls { cert: Some(dir.path().join("missing.pem")), ..tls };
+    let e = format!("{:#}", TlsSettings::read(&tls).unwrap_err());
+    assert!(e.contains("missing.pem"), "{e}");
+}
+
+async fn sdk_proves_appends_and_follows_the_inbox(s: TestServer) {
+    let mut police = s.client("met-police", "pc-1", &["disclosure_officer"]).await;
+    let mut dsl = s.client("st-marys-school", "dsl-1", &["dsl"]).await;
+    // The log's verifier key is recorded in the log itself.
+    let page =
+        police.ledger().read_all(pb::ReadAllRequest { from_position: 0, limit: 100 }).await.unwrap().into_inner();
+    let log_key = page
+        .events
+        .iter()
+        .find(|e| e.event_type == "accord.v1.LogKeyRegistered")
+        .map(|e| {
+            let b = pb::EventBody::decode(e.event.as_ref().unwrap().body.as_slice()).unwrap();
+            pb::LogKeyRegistered::decode(b.payload.as_slice()).unwrap().verifier_key
+        })
+        .expect("log key recorded");
+    let keys = [log_key];
+    let kept = police.checkpoint(pb::Log::Events, &keys, None).await.expect("a verified checkpoint");
+
+    let mut inbox = dsl.subscribe_view(pb::ReadModel::SchoolInbox, None).await.expect("subscribed");
+    let (draft, id) = encompass_notification("met-police", "pc-1", "st-marys-school", "100234");
+    let signed = draft.sign(s.key("met-1"));
+    let stream = draft.body().stream.clone();
+    let receipt = police.append(vec![signed.clone()]).await.expect("appended").remove(0);
+
+    let now =
+        police.checkpoint(pb::Log::Events, &keys, Some(&kept)).await.expect("the log extends the kept checkpoint");
+    assert!(now.size > kept.size);
+    police.prove_included(&signed, &stream, &receipt, &now).await.expect("the event is proven in the log");
+    // The receipt is checked against the event sent, not taken on trust.
+    let mut forged = receipt.clone();
+    forged.stream_version += 1;
+    let e = police.prove_included(&signed, &stream, &forged, &now).await.unwrap_err();
+    assert!(e.to_string().contains("not the hash of the event sent"), "{e}");
+    // A kept checkpoint the log does not extend (another log's) is refused.
+    let foreign =
+        accord_domain::checkpoint::VerifiedCheckpoint { root: accord_domain::merkle::Hash([7; 32]), ..now.clone() };
+    assert!(police.checkpoint(pb::Log::Events, &keys, Some(&foreign)).await.is_err());
+
+    let item = tokio::time::timeout(std::time::Duration::from_secs(10), inbox.message())
+        .await
+        .expect("the notification arrives live")
+        .unwrap()
+        .expect("an item");
+    match item.content {
+        Some(pb::view_item::Content::Notification(n)) => assert_eq!(n.notification_id, id),
+        other => panic!("not a notification: {other:?}"),
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn sdk_proves_appends_and_follows_the_inbox_sqlite() {
+    sdk_proves_appends_and_follows_the_inbox(TestServer::start(Backend::Sqlite).await.expect("sqlite")).await;
+}
+
+#[tokio::test]
+async fn sdk_proves_appends_and_follows_the_inbox_postgres() {
+    if let Some(s) = TestServer::start(Backend::Postgres).await {
+        sdk_proves_appends_and_follows_the_inbox(s).await;
+    }
+}
