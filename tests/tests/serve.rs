@@ -193,3 +193,50 @@ async fn sdk_proves_appends_and_follows_the_inbox_postgres() {
         sdk_proves_appends_and_follows_the_inbox(s).await;
     }
 }
+
+/// `accord demo` against a server started as README's first command starts it (the demo
+/// agencies file and a development issuer key): the story runs through gRPC and each user sees
+/// what the scenarios promise.
+async fn run_demo(database_url: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let db = database_url.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("accord.db").display()));
+    let mut settings = accord_server::Settings::new(&db, dir.path().join("server.key"));
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.agencies = Some(repo.join("deploy/dev/agencies.toml"));
+    settings.dev_issuer_key = Some(dir.path().join("dev.key"));
+    let (addr, running) = accord_server::spawn(settings).await.expect("server starts");
+    let report = accord_server::demo::run(accord_server::demo::Options {
+        endpoint: format!("http://{addr}"),
+        dev_issuer_key: dir.path().join("dev.key"),
+        audience: accord_server::DEFAULT_AUDIENCE.into(),
+        keys: repo.join("deploy/dev"),
+    })
+    .await
+    .expect("the demo runs");
+    for expected in [
+        "St Mary's DSL (not on the case) — 0 item(s) in READ_MODEL_MAPPA_CASES",
+        "Encompass notification about Child A (anonymised) (URN 100234), not acknowledged",
+        "police escalations a minute after the deadline: 1",
+        "Child B (anonymised) (URN 137022), not acknowledged, OVERDUE",
+        "ISVA isva-2 (named in the consent) — 1 item(s) in READ_MODEL_REFERRAL_INBOX",
+        "Safer Streets (not in the consent) — 0 item(s) in READ_MODEL_REFERRAL_INBOX",
+        "accord.v1.Views/Query by st-marys-school/dsl-mh [dsl]: granted",
+        "2 recorded access(es) to the child's record",
+    ] {
+        assert!(report.contains(expected), "missing {expected:?} in:\n{report}");
+    }
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_demo_tells_the_story_sqlite() {
+    run_demo(None).await;
+}
+
+#[tokio::test]
+async fn the_demo_tells_the_story_postgres() {
+    if let Some(url) = accord_store::testing::fresh_postgres_url().await {
+        run_demo(Some(url)).await;
+    }
+}

@@ -114,7 +114,7 @@ impl AgencyKey {
 
     /// The key as PKCS#8 PEM.
     pub fn to_pem(&self) -> String {
-        self.key.to_pkcs8_pem(Default::default()).expect("Ed25519 keys encode").to_string()
+        pkcs8_pem(&self.key)
     }
 
     /// The key id.
@@ -564,6 +564,14 @@ impl Client {
         let proof = self.ledger.get_inclusion_proof(req).await?.into_inner();
         verify_inclusion(&proof, leaf, checkpoint)
     }
+}
+
+/// An Ed25519 secret key as PKCS#8 v1 PEM (RFC 8410: the secret key alone). The v2 form, with
+/// the public key appended, is refused by OpenSSL 3.0 and Python's `cryptography`; every reader
+/// accepts v1, and the public key follows from the secret one.
+pub fn pkcs8_pem(key: &SigningKey) -> String {
+    let bytes = ed25519_dalek::pkcs8::KeypairBytes { secret_key: key.to_bytes(), public_key: None };
+    bytes.to_pkcs8_pem(Default::default()).expect("Ed25519 keys encode").to_string()
 }
 
 /// TLS settings for [`Client::connect_tls`].

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::DecodePrivateKey;
 
 /// Reads the key at `path`, or creates one there (0600) when the file does not exist.
 pub fn load_or_create(path: &Path) -> anyhow::Result<SigningKey> {
@@ -24,7 +24,7 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<SigningKey> {
 /// Writes a new key file; refuses to overwrite one.
 pub fn write_new(path: &Path, key: &SigningKey) -> anyhow::Result<()> {
     use std::io::Write;
-    let pem = key.to_pkcs8_pem(Default::default()).map_err(|e| anyhow::anyhow!("encoding the key: {e}"))?;
+    let pem = accord_client::pkcs8_pem(key);
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]

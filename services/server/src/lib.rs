@@ -7,6 +7,7 @@
 
 pub mod audit_cli;
 pub mod config;
+pub mod demo;
 pub mod keys;
 pub mod telemetry;
 pub mod verify;

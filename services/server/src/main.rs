@@ -110,6 +110,28 @@ enum Command {
         #[command(subcommand)]
         what: AuditCommand,
     },
+    /// Tell the story: seed an anonymised dataset through the real gRPC API of a running server
+    /// (a force, probation, a MAPPA unit, two schools, two support services; DOMAIN.md's
+    /// scenarios) and print what each user sees and does not see. Needs a server started with
+    /// deploy/dev/agencies.toml and the same --dev-issuer-key. Run from the repository root (it
+    /// signs with deploy/dev/*.key).
+    ///
+    /// Example (after README's first command, in a second terminal):
+    ///   accord demo
+    Demo {
+        /// The server.
+        #[arg(long, env = "ACCORD_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+        endpoint: String,
+        /// The development issuer key the server trusts.
+        #[arg(long, env = "ACCORD_DEV_ISSUER_KEY", default_value = "accord-dev-issuer.key")]
+        dev_issuer_key: PathBuf,
+        /// The token audience the server expects.
+        #[arg(long, env = "ACCORD_AUDIENCE", default_value = accord_server::DEFAULT_AUDIENCE)]
+        audience: String,
+        /// The folder of the demo agencies' keys.
+        #[arg(long, default_value = "deploy/dev")]
+        keys: PathBuf,
+    },
     /// Drop every read model and rebuild them from the log, from position 0. Prints the events
     /// applied and the read models' digest: two rebuilds of the same log print the same digest.
     /// Safe while servers run against the same database (they reload the rebuilt rows).
@@ -253,6 +275,11 @@ fn run(
             let config = serve.expect("resolved above");
             let server = accord_server::Server::build(config.settings()?).await?;
             server.run_until_stopped(accord_server::shutdown_signal()).await
+        }),
+        Command::Demo { endpoint, dev_issuer_key, audience, keys } => rt.block_on(async {
+            let opts = accord_server::demo::Options { endpoint, dev_issuer_key, audience, keys };
+            print!("{}", accord_server::demo::run(opts).await?);
+            Ok(())
         }),
         Command::Keygen { agency, key_id, out } => {
             accord_domain::AgencyId::parse(agency.clone()).context("--agency")?;
