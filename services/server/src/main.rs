@@ -264,6 +264,18 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
+/// A progress bar on stderr for `total` steps; hidden when stderr is not a terminal (CI, pipes).
+fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {human_pos}/{human_len} ({per_sec}, {eta} left)")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
 #[allow(clippy::print_stdout)]
 fn run(
     command: Command,
@@ -330,7 +342,21 @@ fn run(
             let sharing = accord_ledger::Sharing::load(store.clone()).await?;
             let projector = accord_views::Projector::open(sharing).await?;
             let started = std::time::Instant::now();
-            let (progress, digest) = projector.rebuild().await?;
+            let bar = progress_bar(store.log_size().await?, "rebuilding read models");
+            let mut applied = projector.watch_applied();
+            let follow = {
+                let bar = bar.clone();
+                tokio::spawn(async move {
+                    while applied.changed().await.is_ok() {
+                        let n = *applied.borrow_and_update();
+                        bar.set_position(n);
+                    }
+                })
+            };
+            let rebuilt = projector.rebuild().await;
+            follow.abort();
+            bar.finish_and_clear();
+            let (progress, digest) = rebuilt?;
             let secs = started.elapsed().as_secs_f64();
             println!(
                 "ok: {} events applied in {} batches, {secs:.1} s ({:.0} events/s)",
@@ -354,7 +380,7 @@ fn run(
                 AuditCommand::List { user, agency, subject, record, denied, from, to, limit } => {
                     let req = list_request(user, agency, subject, record, denied, (from, to), limit)?;
                     let n = audit_cli::list(&mut c, req, |e| print!("{}", audit_cli::describe(e))).await?;
-                    eprintln!("{n} access records");
+                    eprintln!("{n} access records (your query is recorded too)");
                     Ok(())
                 }
                 AuditCommand::Replay { access_id, investigation } => {
@@ -391,14 +417,9 @@ fn run(
             let store = accord_store::Store::open(&database_url, None, Default::default())
                 .await
                 .with_context(|| format!("opening {}", accord_server::redact(&database_url)))?;
-            let mut last = 0;
-            let result = verify::verify(&store, against.as_deref(), |n| {
-                if n >= last + 100_000 {
-                    eprintln!("verified {n} events…");
-                    last = n;
-                }
-            })
-            .await;
+            let bar = progress_bar(store.log_size().await?, "verifying events");
+            let result = verify::verify(&store, against.as_deref(), |n| bar.set_position(n)).await;
+            bar.finish_and_clear();
             match result {
                 Ok(r) => {
                     use base64::Engine;
