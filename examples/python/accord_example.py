@@ -106,7 +106,7 @@ def load_key(path: str) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except ValueError:
-        # `accord keygen` (and the Rust SDK) write PKCS#8 v2 (RFC 5958: the public key follows
+        # Keys written by older Accord versions are PKCS#8 v2 (RFC 5958: the public key follows
         # the secret key), which `cryptography` (50.0.2) refuses to load. Read it by hand.
         key = load_ed25519_pkcs8(path, pem)
     if not isinstance(key, Ed25519PrivateKey):
