@@ -159,6 +159,11 @@ fn crypto_costs() -> (Duration, Duration) {
 }
 
 fn main() {
+    // ACCORD_BENCH_TELEMETRY=FILTER: install the server's logging and tracing (JSON lines to
+    // stderr, and OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set) to measure what they cost.
+    let telemetry = std::env::var("ACCORD_BENCH_TELEMETRY").ok().map(|filter| {
+        accord_server::telemetry::init(accord_server::config::LogFormat::Json, &filter, true).expect("telemetry")
+    });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let events = env_usize("ACCORD_BENCH_EVENTS", 20_000);
     let clients: Vec<usize> = std::env::var("ACCORD_BENCH_CLIENTS")
@@ -233,4 +238,8 @@ fn main() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("ledger.md"), md).unwrap();
+    drop(rt);
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
 }

@@ -153,22 +153,33 @@ async fn sdk_proves_appends_and_follows_the_inbox(s: TestServer) {
     let mut inbox = dsl.subscribe_view(pb::ReadModel::SchoolInbox, None).await.expect("subscribed");
     let (draft, id) = encompass_notification("met-police", "pc-1", "st-marys-school", "100234");
     let signed = draft.sign(s.key("met-1"));
-    let stream = draft.body().stream.clone();
     let receipt = police.append(vec![signed.clone()]).await.expect("appended").remove(0);
 
     let now =
         police.checkpoint(pb::Log::Events, &keys, Some(&kept)).await.expect("the log extends the kept checkpoint");
     assert!(now.size > kept.size);
-    police.prove_included(&signed, &stream, &receipt, &now).await.expect("the event is proven in the log");
+    police.prove_included(&signed, &receipt, &now).await.expect("the event is proven in the log");
     // The receipt is checked against the event sent, not taken on trust.
     let mut forged = receipt.clone();
     forged.stream_version += 1;
-    let e = police.prove_included(&signed, &stream, &forged, &now).await.unwrap_err();
+    let e = police.prove_included(&signed, &forged, &now).await.unwrap_err();
     assert!(e.to_string().contains("not the hash of the event sent"), "{e}");
-    // A kept checkpoint the log does not extend (another log's) is refused.
-    let foreign =
-        accord_domain::checkpoint::VerifiedCheckpoint { root: accord_domain::merkle::Hash([7; 32]), ..now.clone() };
-    assert!(police.checkpoint(pb::Log::Events, &keys, Some(&foreign)).await.is_err());
+    // A kept checkpoint the log does not extend is refused: another root for the same size,
+    // another root for an older size (the consistency proof fails), or a log that shrank.
+    use accord_domain::checkpoint::VerifiedCheckpoint;
+    use accord_domain::merkle::Hash;
+    let forged_now = VerifiedCheckpoint { root: Hash([7; 32]), ..now.clone() };
+    let forged_old = VerifiedCheckpoint { root: Hash([7; 32]), ..kept.clone() };
+    let from_the_future = VerifiedCheckpoint { size: now.size + 10, ..now.clone() };
+    for bad in [forged_now, forged_old, from_the_future] {
+        match police.checkpoint(pb::Log::Events, &keys, Some(&bad)).await {
+            Err(accord_client::Error::Verify(_)) => {}
+            other => panic!("a log that does not extend {bad:?} must fail verification: {other:?}"),
+        }
+    }
+    // The access log's checkpoint cannot stand in for the event log's.
+    let access = VerifiedCheckpoint { origin: format!("{}/access", now.origin), ..now.clone() };
+    assert!(police.prove_included(&signed, &receipt, &access).await.is_err());
 
     let item = tokio::time::timeout(std::time::Duration::from_secs(10), inbox.message())
         .await
@@ -206,27 +217,36 @@ async fn run_demo(database_url: Option<String>) {
     settings.agencies = Some(repo.join("deploy/dev/agencies.toml"));
     settings.dev_issuer_key = Some(dir.path().join("dev.key"));
     let (addr, running) = accord_server::spawn(settings).await.expect("server starts");
-    let report = accord_server::demo::run(accord_server::demo::Options {
+    let opts = accord_server::demo::Options {
         endpoint: format!("http://{addr}"),
         dev_issuer_key: dir.path().join("dev.key"),
         audience: accord_server::DEFAULT_AUDIENCE.into(),
         keys: repo.join("deploy/dev"),
-    })
-    .await
-    .expect("the demo runs");
+    };
+    // A newcomer may well run it twice: the second run tells the same story about its own
+    // records and only counts the first run's.
+    let first = accord_server::demo::run(opts.clone()).await.expect("the demo runs");
+    let second = accord_server::demo::run(opts).await.expect("the demo runs again");
+    assert!(second.contains("(and 1 from earlier runs)"), "{second}");
+    for report in [first, second] {
+        check_story(&report);
+    }
+    running.stop().await.unwrap();
+}
+
+fn check_story(report: &str) {
     for expected in [
-        "St Mary's DSL (not on the case) — 0 item(s) in READ_MODEL_MAPPA_CASES",
+        "St Mary's DSL (not on the case) — 0 item(s) in READ_MODEL_MAPPA_CASES\n",
         "Encompass notification about Child A (anonymised) (URN 100234), not acknowledged",
         "police escalations a minute after the deadline: 1",
         "Child B (anonymised) (URN 137022), not acknowledged, OVERDUE",
         "ISVA isva-2 (named in the consent) — 1 item(s) in READ_MODEL_REFERRAL_INBOX",
-        "Safer Streets (not in the consent) — 0 item(s) in READ_MODEL_REFERRAL_INBOX",
+        "Safer Streets (not in the consent) — 0 item(s) in READ_MODEL_REFERRAL_INBOX\n",
         "accord.v1.Views/Query by st-marys-school/dsl-mh [dsl]: granted",
         "2 recorded access(es) to the child's record",
     ] {
         assert!(report.contains(expected), "missing {expected:?} in:\n{report}");
     }
-    running.stop().await.unwrap();
 }
 
 #[tokio::test]

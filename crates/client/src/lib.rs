@@ -348,11 +348,16 @@ impl Client {
     /// # async fn demo() -> Result<(), accord_client::Error> {
     /// use accord_client::{Client, Tls};
     ///
-    /// let tls = Tls::from_files("accord-ca.pem", Some(("agency.pem", "agency-key.pem")))?;
+    /// let tls = Tls::from_files("accord-ca.pem")?.identity_files("agency.pem", "agency-key.pem")?;
     /// let client = Client::connect_tls("https://accord.example.org:50051", "<JWT>", &tls).await?;
     /// # Ok(()) }
     /// ```
     pub async fn connect_tls(endpoint: &str, token: &str, tls: &Tls) -> Result<Self> {
+        // tonic only speaks TLS to https:// endpoints; anything else would send the token in
+        // the clear although the caller asked for TLS.
+        if !endpoint.starts_with("https://") {
+            return Err(Error::Key(format!("connect_tls needs an https:// endpoint, not {endpoint:?}")));
+        }
         let mut config = tonic::transport::ClientTlsConfig::new().ca_certificate(tls.ca.clone());
         if let Some(id) = &tls.identity {
             config = config.identity(id.clone());
@@ -517,21 +522,29 @@ impl Client {
     ///
     /// ```no_run
     /// # async fn demo(mut client: accord_client::Client, signed: accord_proto::v1::SignedEvent,
-    /// #               stream: &str, verifier_key: String) -> Result<(), accord_client::Error> {
+    /// #               verifier_key: String) -> Result<(), accord_client::Error> {
     /// use accord_proto::v1 as pb;
     ///
     /// let receipt = client.append(vec![signed.clone()]).await?.remove(0);
     /// let cp = client.checkpoint(pb::Log::Events, &[verifier_key], None).await?;
-    /// client.prove_included(&signed, stream, &receipt, &cp).await?;
+    /// client.prove_included(&signed, &receipt, &cp).await?;
     /// # Ok(()) }
     /// ```
     pub async fn prove_included(
         &mut self,
         event: &pb::SignedEvent,
-        stream: &str,
         receipt: &pb::Receipt,
         checkpoint: &VerifiedCheckpoint,
     ) -> Result<()> {
+        if checkpoint.origin.ends_with("/access") {
+            return Err(Error::Verify(format!(
+                "{} is the access log's checkpoint, not the event log's",
+                checkpoint.origin
+            )));
+        }
+        let body = pb::EventBody::decode(event.body.as_slice())
+            .map_err(|e| Error::Verify(format!("the event's body does not decode: {e}")))?;
+        let stream = body.stream.as_str();
         if receipt.position >= checkpoint.size {
             return Err(Error::Verify(format!(
                 "position {} is not in the checkpoint of size {}; fetch a newer checkpoint",
@@ -575,7 +588,7 @@ pub fn pkcs8_pem(key: &SigningKey) -> String {
 }
 
 /// TLS settings for [`Client::connect_tls`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Tls {
     ca: tonic::transport::Certificate,
     identity: Option<tonic::transport::Identity>,
@@ -593,18 +606,21 @@ impl Tls {
         }
     }
 
-    /// [`Tls::new`] from PEM files: the CA, and optionally the client's (certificate, key).
-    pub fn from_files(
-        ca: impl AsRef<std::path::Path>,
-        identity: Option<(impl AsRef<std::path::Path>, impl AsRef<std::path::Path>)>,
+    /// Trusts the CA in this PEM file (no client certificate; add one with
+    /// [`Tls::identity_files`]).
+    pub fn from_files(ca: impl AsRef<std::path::Path>) -> Result<Self> {
+        Ok(Tls::new(read_file(ca.as_ref())?, None))
+    }
+
+    /// Presents the client certificate and key in these PEM files (mutual TLS).
+    pub fn identity_files(
+        mut self,
+        cert: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
     ) -> Result<Self> {
-        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::Key(format!("{}: {e}", p.display())));
-        let ca = read(ca.as_ref())?;
-        let identity = match identity {
-            Some((c, k)) => Some((read(c.as_ref())?, read(k.as_ref())?)),
-            None => None,
-        };
-        Ok(Tls::new(ca, identity))
+        let (cert, key) = (read_file(cert.as_ref())?, read_file(key.as_ref())?);
+        self.identity = Some(tonic::transport::Identity::from_pem(cert, key));
+        Ok(self)
     }
 
     /// The name to check the server's certificate against, when it is not the endpoint's host.
@@ -612,6 +628,17 @@ impl Tls {
         self.domain = Some(name.to_owned());
         self
     }
+}
+
+impl std::fmt::Debug for Tls {
+    // Never the client's private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("mutual", &self.identity.is_some()).field("domain", &self.domain).finish()
+    }
+}
+
+fn read_file(p: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(p).map_err(|e| Error::Key(format!("{}: {e}", p.display())))
 }
 
 fn hash(field: &str, b: &[u8]) -> Result<Hash> {

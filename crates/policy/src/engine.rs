@@ -474,12 +474,11 @@ impl Policy {
         context: Context,
         mut entities: Vec<Entity>,
     ) -> Decision {
-        // One span per Cedar evaluation (decisions are cached, so a repeat costs none).
+        // One span per Cedar evaluation (decisions are cached, so a repeat costs none). No
+        // principal or resource: they name users and records, and spans may be exported.
         let span = tracing::info_span!(
             "policy.decide",
             action = ?action,
-            principal = %principal,
-            resource = %resource,
             policy_version = self.version,
             allowed = tracing::field::Empty,
             policy_ids = tracing::field::Empty,

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use tracing::Instrument;
 
 use accord_domain::Timestamp;
 use accord_domain::checkpoint::LogSigner;
@@ -240,12 +241,12 @@ pub(crate) async fn run(db: Db, signer: LogSigner, mut rx: mpsc::Receiver<Reques
         let result = {
             let requests = round.items();
             let span = tracing::debug_span!("access_round", requests = requests.len());
-            let _g = span.enter();
             match &db {
-                Db::Sqlite(p) => round_sqlite(p, &mut cached, &signer, &requests).await,
-                Db::Postgres(p) => round_postgres(p, &mut cached, &signer, &requests).await,
+                Db::Sqlite(p) => round_sqlite(p, &mut cached, &signer, &requests).instrument(span).await,
+                Db::Postgres(p) => round_postgres(p, &mut cached, &signer, &requests).instrument(span).await,
             }
         };
+        let committed = result.as_ref().map(|plan| plan.rows.len()).unwrap_or(0);
         let outcomes = match result {
             Ok(plan) => {
                 if !plan.rows.is_empty() {
@@ -258,7 +259,7 @@ pub(crate) async fn run(db: Db, signer: LogSigner, mut rx: mpsc::Receiver<Reques
                 Err(e)
             }
         };
-        round.answer("access", outcomes);
+        round.answer("access", outcomes, committed);
     }
 }
 

@@ -60,13 +60,13 @@ impl<T, O> Group<T, O> {
 
     /// Answers each request with its outcome, or every request with the round's error (`what`
     /// names the log in the error trace).
-    pub(crate) fn answer(self, what: &'static str, result: Result<Vec<Result<O>>>) {
+    /// `committed` is how many entries the round's transaction wrote (idempotent resends and
+    /// refusals write nothing).
+    pub(crate) fn answer(self, what: &'static str, result: Result<Vec<Result<O>>>, committed: usize) {
         let items = self.requests.iter().map(|r| r.items.len()).sum();
         let seconds = self.started.elapsed().as_secs_f64();
         match result {
             Ok(outcomes) => {
-                let committed =
-                    self.requests.iter().zip(&outcomes).filter(|(_, o)| o.is_ok()).map(|(r, _)| r.items.len()).sum();
                 crate::metrics::round(what, items, committed, seconds, false);
                 for (req, outcome) in self.requests.into_iter().zip(outcomes) {
                     let _ = req.reply.send(outcome);

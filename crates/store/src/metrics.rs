@@ -23,13 +23,15 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
             .build(),
         round_items: meter
             .u64_histogram("accord.log.group_commit.size")
-            .with_description("Entries per group-commit round (one transaction)")
+            .with_description(
+                "Entries submitted per group-commit round (one transaction; resends and refusals included)",
+            )
             .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0])
             .build(),
         round_seconds: meter
             .f64_histogram("accord.log.group_commit.duration")
             .with_unit("s")
-            .with_description("Time from a round's first request to its answer")
+            .with_description("Time from a round's start (its first request taken from the queue) to its answer")
             .with_boundaries(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
             .build(),
         failed_rounds: meter

@@ -8,6 +8,7 @@
 //! transaction fails, every request of the round gets the error and nothing is acknowledged.
 
 use std::collections::{HashMap, HashSet};
+use tracing::Instrument;
 
 use accord_domain::checkpoint::LogSigner;
 use accord_domain::merkle::{self, Frontier, Hash};
@@ -402,12 +403,12 @@ pub(crate) async fn run(db: Db, signer: LogSigner, mut rx: mpsc::Receiver<Reques
         let result = {
             let requests = round.items();
             let span = tracing::debug_span!("events_round", requests = requests.len());
-            let _g = span.enter();
             match &db {
-                Db::Sqlite(p) => round_sqlite(p, &mut cached, &signer, &requests).await,
-                Db::Postgres(p) => round_postgres(p, &mut cached, &signer, &requests).await,
+                Db::Sqlite(p) => round_sqlite(p, &mut cached, &signer, &requests).instrument(span).await,
+                Db::Postgres(p) => round_postgres(p, &mut cached, &signer, &requests).instrument(span).await,
             }
         };
+        let committed = result.as_ref().map(|plan| plan.events.len()).unwrap_or(0);
         let outcomes = match result {
             Ok(plan) => {
                 if !plan.events.is_empty() {
@@ -420,7 +421,7 @@ pub(crate) async fn run(db: Db, signer: LogSigner, mut rx: mpsc::Receiver<Reques
                 Err(e)
             }
         };
-        round.answer("events", outcomes);
+        round.answer("events", outcomes, committed);
     }
 }
 

@@ -79,6 +79,8 @@ impl Call {
             Some(Ok(id)) if !id.is_empty() && id.len() <= REQUEST_ID_MAX && printable(&id) => id,
             _ => EventId::new().to_string(),
         };
+        // The RPC's span (telemetry's `rpc_span`) carries the same id as the access record.
+        tracing::Span::current().record("request_id", request_id.as_str());
         // W3C trace context: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
         let trace_id = match header(req, "traceparent") {
             Some(Ok(t)) => t

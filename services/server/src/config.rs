@@ -147,7 +147,7 @@ impl ServeArgs {
         };
         let from = |flag: bool, key: &str| -> String {
             match (&self.config, flag) {
-                (_, true) => format!("--{}", key.replace('_', "-")),
+                (_, true) => format!("--{} (or ACCORD_{})", key.replace('_', "-"), key.to_uppercase()),
                 (Some(p), false) => format!("{} key `{key}`", p.display()),
                 (None, false) => format!("default {key}"),
             }
@@ -202,13 +202,15 @@ impl ServeArgs {
             client_ca: self.tls_client_ca.clone().or(file_tls.client_ca),
         };
         let tls = match (&tls.cert, &tls.key) {
-            (None, None) if tls.client_ca.is_some() => {
-                bail!("tls client_ca (mutual TLS) needs the server's own tls cert and key as well")
-            }
+            (None, None) if tls.client_ca.is_some() => bail!(
+                "--tls-client-ca / ACCORD_TLS_CLIENT_CA / [tls] client_ca (mutual TLS) needs the server's own \
+                 certificate and key as well (--tls-cert and --tls-key, or [tls] cert and key)"
+            ),
             (None, None) => None,
-            (Some(_), None) | (None, Some(_)) => {
-                bail!("TLS needs both a certificate and its key (tls cert and tls key)")
-            }
+            (Some(_), None) | (None, Some(_)) => bail!(
+                "TLS needs both a certificate and its key: --tls-cert and --tls-key (or ACCORD_TLS_CERT and \
+                 ACCORD_TLS_KEY, or [tls] cert and key)"
+            ),
             (Some(_), Some(_)) => Some(tls),
         };
 
@@ -239,7 +241,16 @@ impl Config {
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
         shown.database_url = redact(&shown.database_url);
-        toml::to_string(&shown).expect("the configuration serialises")
+        let note = if shown.database_url != self.database_url {
+            "# The database password is shown as ***: put the real one back (or set ACCORD_DATABASE_URL).\n"
+        } else {
+            ""
+        };
+        format!(
+            "# accord serve's effective configuration (flags > ACCORD_* environment > this file > defaults).\n\
+             # Relative paths are relative to the directory the server is started in.\n{note}{}",
+            toml::to_string(&shown).expect("the configuration serialises")
+        )
     }
 
     /// The server settings this configuration describes, with TLS material read from its files.
@@ -303,8 +314,8 @@ mod tests {
         let mut again = args();
         again.config = Some(dir.path().join("printed.toml"));
         let c2 = again.resolve().unwrap();
-        assert_eq!(c2.origin, c.origin);
-        assert_eq!(c2.listen, c.listen);
+        assert_eq!(Config { database_url: c.database_url.clone(), ..c2 }, c, "everything but the password round-trips");
+        assert!(printed.contains("# The database password is shown as ***"), "{printed}");
     }
 
     #[test]
@@ -312,7 +323,7 @@ mod tests {
         let mut a = args();
         a.listen = Some("localhost".into());
         let e = a.resolve().unwrap_err().to_string();
-        assert!(e.contains("--listen") && e.contains("localhost"), "{e}");
+        assert!(e.contains("--listen (or ACCORD_LISTEN)") && e.contains("localhost"), "{e}");
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("accord.toml");

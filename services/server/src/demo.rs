@@ -15,6 +15,7 @@ use accord_auth::DevIssuer;
 use accord_client::{AgencyKey, Client, EventDraft};
 use accord_proto::v1 as pb;
 use anyhow::Context;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
 
 /// Where the demo runs and with what.
 #[derive(Debug, Clone)]
@@ -44,11 +45,22 @@ struct Demo {
     issuer: DevIssuer,
     keys: BTreeMap<&'static str, AgencyKey>,
     out: Vec<String>,
+    /// The ids of the notifications, referrals and nominals this run created.
+    created: std::collections::BTreeSet<String>,
 }
 
 /// Runs the story against `opts.endpoint`; returns the report to print.
 pub async fn run(opts: Options) -> anyhow::Result<String> {
-    let issuer = DevIssuer::new(crate::keys::load_or_create(&opts.dev_issuer_key)?)?;
+    let pem = std::fs::read_to_string(&opts.dev_issuer_key).with_context(|| {
+        format!(
+            "reading the development issuer key {} (start the server with --dev-issuer-key {0} first, \
+             and run the demo from the same directory)",
+            opts.dev_issuer_key.display()
+        )
+    })?;
+    let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("{}: not an Ed25519 PKCS#8 key: {e}", opts.dev_issuer_key.display()))?;
+    let issuer = DevIssuer::new(key)?;
     let mut keys = BTreeMap::new();
     for (agency, key_id) in KEYS {
         let path = opts.keys.join(format!("{key_id}.key"));
@@ -57,7 +69,7 @@ pub async fn run(opts: Options) -> anyhow::Result<String> {
         })?;
         keys.insert(*agency, key);
     }
-    let mut d = Demo { opts, issuer, keys, out: Vec::new() };
+    let mut d = Demo { opts, issuer, keys, out: Vec::new(), created: Default::default() };
     d.mappa().await.context("scenario 1 (MAPPA)")?;
     let child = d.encompass().await.context("scenario 2 (Operation Encompass)")?;
     d.referral().await.context("scenario 4 (support referral with consent)")?;
@@ -87,15 +99,33 @@ impl Demo {
         c.append(events).await.with_context(|| format!("appending as {agency}"))
     }
 
+    /// What `who` sees of `model` from this run of the story (items of earlier runs against
+    /// the same database are counted, not shown).
     async fn view(&mut self, who: &str, c: &mut Client, model: pb::ReadModel) -> anyhow::Result<Vec<pb::ViewItem>> {
-        let req = pb::QueryViewRequest { model: model as i32, newest_first: true, ..Default::default() };
+        let req = pb::QueryViewRequest { model: model as i32, newest_first: true, limit: 1000, ..Default::default() };
         let items = c.views().query(req).await?.into_inner().items;
-        self.say(format!("  {who} — {} item(s) in {}", items.len(), model.as_str_name()));
-        for i in &items {
+        let (mine, earlier): (Vec<_>, Vec<_>) = items.into_iter().partition(|i| self.mine(i));
+        let earlier =
+            if earlier.is_empty() { String::new() } else { format!(" (and {} from earlier runs)", earlier.len()) };
+        self.say(format!("  {who} — {} item(s) in {}{earlier}", mine.len(), model.as_str_name()));
+        for i in &mine {
             let line = describe(i);
             self.say(format!("      {line}"));
         }
-        Ok(items)
+        Ok(mine)
+    }
+
+    /// Whether a read-model item is about a record this run created.
+    fn mine(&self, i: &pb::ViewItem) -> bool {
+        use pb::view_item::Content;
+        let id = match &i.content {
+            Some(Content::Notification(n)) => &n.notification_id,
+            Some(Content::Referral(r)) => &r.referral_id,
+            Some(Content::MappaCase(m)) => &m.nominal_id,
+            Some(Content::Disclosure(d)) => &d.application_id,
+            _ => return false,
+        };
+        self.created.contains(id)
     }
 
     async fn mappa(&mut self) -> anyhow::Result<()> {
@@ -105,6 +135,7 @@ impl Demo {
         let mut coordinator = self.user("london-mappa", "coord-7", "mappa_coordinator").await?;
         let mut dsl = self.user("st-marys-school", "dsl-mh", "dsl").await?;
         let nominal = uuid::Uuid::now_v7().to_string();
+        self.created.insert(nominal.clone());
         let registered = EventDraft::new(
             &format!("nominal-{nominal}"),
             &pb::NominalRegistered {
@@ -203,6 +234,7 @@ impl Demo {
                 .addressee(school)
                 .no_stream(),
             );
+            self.created.insert(id.clone());
             ids.push((id, child));
         }
         let r = self.append(&mut police, "met-police", drafts).await?;
@@ -235,6 +267,7 @@ impl Demo {
         self.say("  St Mary's DSL acknowledges; St John's does not");
         let at = prost_types::Timestamp { seconds: deadline + 60, nanos: 0 };
         let esc = police.views().escalations(pb::EscalationsRequest { at: Some(at) }).await?.into_inner().items;
+        let esc: Vec<_> = esc.into_iter().filter(|i| self.mine(i)).collect();
         self.say(format!("  police escalations a minute after the deadline: {}", esc.len()));
         for i in &esc {
             let line = describe(i);
@@ -252,6 +285,7 @@ impl Demo {
         let person = uuid::Uuid::now_v7().to_string();
         let consent = uuid::Uuid::now_v7().to_string();
         let referral = uuid::Uuid::now_v7().to_string();
+        self.created.insert(referral.clone());
         let drafts = vec![
             EventDraft::new(
                 &format!("consent-{consent}"),
@@ -343,7 +377,7 @@ fn describe(i: &pb::ViewItem) -> String {
         ),
         Some(Content::MappaCase(m)) => format!(
             "MAPPA case {}: level {}, category {}, lead {}, panel [{}], {} entries",
-            &m.nominal_id[..8.min(m.nominal_id.len())],
+            &m.nominal_id[m.nominal_id.len().saturating_sub(8)..],
             m.level,
             m.category,
             m.lead_agency,

@@ -289,18 +289,28 @@ impl Running {
     }
 }
 
-/// A database URL without its password, for messages.
+/// A database URL without its password (in the user part or a `password`/`sslpassword` query
+/// parameter), for messages and `--print-config`.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
     }
+    let secret = |k: &str| k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword");
+    if parsed.query_pairs().any(|(k, _)| secret(&k)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) { "***".to_owned() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    // `url` writes `sqlite://accord.db` unchanged and keeps everything else as given.
+    parsed.to_string()
 }
 
 /// Resolves when the process receives Ctrl-C or SIGTERM.
@@ -321,4 +331,23 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown requested; draining");
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_redacted_wherever_they_are() {
+        assert_eq!(redact("postgres://accord:s3cret@db/accord"), "postgres://accord:***@db/accord");
+        assert_eq!(
+            redact("postgres://accord:s3cret@db:5432/accord?sslmode=require"),
+            "postgres://accord:***@db:5432/accord?sslmode=require"
+        );
+        let r = redact("postgres://accord@db/accord?password=s3cret&application_name=x@y");
+        assert!(!r.contains("s3cret") && r.contains("password=***") && r.contains("application_name=x%40y"), "{r}");
+        assert_eq!(redact("postgres://postgres@127.0.0.1:5432/test"), "postgres://postgres@127.0.0.1:5432/test");
+        assert_eq!(redact("sqlite://accord.db"), "sqlite://accord.db");
+        assert_eq!(redact("not a url"), "not a url");
+    }
 }

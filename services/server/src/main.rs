@@ -256,7 +256,7 @@ fn main() -> anyhow::Result<()> {
         print!("{}", c.to_toml());
         return Ok(());
     }
-    let telemetry = accord_server::telemetry::init(format, &filter)?;
+    let telemetry = accord_server::telemetry::init(format, &filter, serve.is_some())?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = run(cli.command, serve, &rt);
     drop(rt);

@@ -43,37 +43,43 @@ pub fn exporting() -> bool {
     std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.trim().is_empty())
 }
 
-/// Installs the global subscriber: log lines in `format` filtered by `filter`, plus OTLP export
-/// of traces and metrics when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
-pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<Telemetry> {
+/// Installs the global subscriber: log lines in `format` filtered by `filter`, plus — when
+/// `export` (the server, not the one-shot tools) and `OTEL_EXPORTER_OTLP_ENDPOINT` is set — OTLP
+/// export of traces and metrics.
+pub fn init(format: LogFormat, filter: &str, export: bool) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_new(filter).with_context(|| format!("the log filter `{filter}`"))?;
     use std::io::IsTerminal as _;
     let lines =
         tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    // The log filter governs log lines only; traces have their own filter below.
     let lines = match format {
-        LogFormat::Text => lines.boxed(),
-        LogFormat::Json => lines.json().with_current_span(true).with_span_list(false).flatten_event(true).boxed(),
+        LogFormat::Text => lines.with_filter(filter).boxed(),
+        LogFormat::Json => {
+            lines.json().with_current_span(true).with_span_list(false).flatten_event(true).with_filter(filter).boxed()
+        }
     };
-    let (exporting, traces) = if exporting() {
+    let (exporting, traces) = if export && exporting() {
         let e = start_exporting()?;
         // Store calls and policy evaluations are exported inside the RPC or projection batch
         // that made them; on their own (the projector's and subscribers' idle polls) they would
         // be a stream of one-span traces that says nothing.
+        //
+        // Only spans are exported, at info and above, never log events: log lines carry users,
+        // agencies and refusal reasons, which stay in the server's own logs and out of a
+        // collector that may be run by someone else. Span fields are ids, counts, methods and
+        // policy versions, never personal data.
         let nested_only = tracing_subscriber::filter::dynamic_filter_fn(|meta, cx| {
-            !(meta.is_span() && (meta.name().starts_with("store.") || meta.name().starts_with("policy.")))
-                || cx.lookup_current().is_some()
+            meta.is_span()
+                && *meta.level() <= tracing::Level::INFO
+                && (!(meta.name().starts_with("store.") || meta.name().starts_with("policy."))
+                    || cx.lookup_current().is_some())
         });
         let layer = tracing_opentelemetry::layer().with_tracer(e.tracer.tracer("accord")).with_filter(nested_only);
         (Some(e), Some(layer))
     } else {
         (None, None)
     };
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(lines)
-        .with(traces)
-        .try_init()
-        .context("installing the log subscriber")?;
+    tracing_subscriber::registry().with(lines).with(traces).try_init().context("installing the log subscriber")?;
     if exporting.is_some() {
         tracing::info!(
             endpoint = %std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default(),
@@ -93,7 +99,10 @@ fn start_exporting() -> anyhow::Result<Exporting> {
     let _entered = runtime.enter();
     let mut resource = opentelemetry_sdk::Resource::builder()
         .with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+    let named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+            .is_ok_and(|a| a.split(',').any(|kv| kv.trim().starts_with("service.name=")));
+    if !named {
         resource = resource.with_service_name("accord");
     }
     let resource = resource.build();
@@ -133,6 +142,10 @@ impl Telemetry {
 /// RPC conventions ask, and the child of the caller's `traceparent` if it sent one.
 pub fn rpc_span(req: &http::Request<()>) -> tracing::Span {
     let path = req.uri().path();
+    // Health probes (a Kubernetes kubelet every few seconds) are not worth a trace each.
+    if path.starts_with("/grpc.health.v1.Health/") {
+        return tracing::Span::none();
+    }
     let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
     let span = tracing::info_span!(
         "rpc",
@@ -141,11 +154,10 @@ pub fn rpc_span(req: &http::Request<()>) -> tracing::Span {
         rpc.system = "grpc",
         rpc.service = %service,
         rpc.method = %method,
+        // Filled by the access recorder with the id it records (the caller's valid
+        // `x-request-id`, or one it made up), so a trace and an access record find each other.
         request_id = tracing::field::Empty,
     );
-    if let Some(id) = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
-        span.record("request_id", id);
-    }
     if req.headers().contains_key("traceparent") {
         let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(req.headers())));
         let _ = span.set_parent(parent);

@@ -79,7 +79,13 @@ impl Site {
         );
         std::fs::write(self.path("accord.toml"), config).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve").arg("--config").arg(self.path("accord.toml")).env_remove("ACCORD_LISTEN");
+        cmd.arg("serve").arg("--config").arg(self.path("accord.toml"));
+        // Only the file configures this server (the environment would override it).
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("ACCORD_") {
+                cmd.env_remove(k);
+            }
+        }
         self.start(cmd, port).await
     }
 
@@ -246,7 +252,8 @@ async fn sigterm_drains_in_flight_appends(site: Site) {
         assert!(Instant::now() < deadline, "too slow to acknowledge 200 events");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    terminate(child);
+    // Waiting for the exit blocks: off the runtime, so the writers keep writing meanwhile.
+    tokio::task::spawn_blocking(move || terminate(child)).await.unwrap();
     while let Some(r) = writers.join_next().await {
         r.unwrap();
     }
