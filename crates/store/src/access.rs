@@ -121,16 +121,41 @@ pub(crate) type Request = group::Request<AccessEntry, Vec<u64>>;
 pub(crate) struct Plan {
     pub(crate) outcomes: Vec<Result<Vec<u64>>>,
     pub(crate) rows: Vec<RecordedAccess>,
-    /// (position, subject), distinct per position.
-    pub(crate) subjects: Vec<(u64, String)>,
-    /// (position, item), distinct per position.
-    pub(crate) items: Vec<(u64, String)>,
+    /// (position, its index tokens: distinct and sorted) for each record that has any.
+    pub(crate) keys: Vec<(u64, Vec<String>)>,
     pub(crate) hashes: Vec<(u64, Hash)>,
     pub(crate) frontier: Frontier,
 }
 
-fn distinct(values: &[String]) -> BTreeSet<&str> {
-    values.iter().map(String::as_str).collect()
+/// The index tokens of an entry: the upper-case hex of `s:<subject>` and `i:<item>`, distinct
+/// and sorted (as migration 0005 builds them from the tables it replaced). Hex keeps any
+/// character of a key out of the full-text tokenizer's way and makes a token match exactly.
+pub(crate) fn tokens(e: &AccessEntry) -> Vec<String> {
+    let mut t: BTreeSet<String> = BTreeSet::new();
+    t.extend(e.subjects.iter().map(|s| token("s", s)));
+    t.extend(e.items.iter().map(|i| token("i", i)));
+    t.into_iter().collect()
+}
+
+/// The token of one key of `kind` (`s` for a subject, `i` for an item).
+pub(crate) fn token(kind: &str, key: &str) -> String {
+    let mut out = String::with_capacity(2 * (kind.len() + 1 + key.len()));
+    for b in kind.bytes().chain([b':']).chain(key.bytes()) {
+        out.push_str(&format!("{b:02X}"));
+    }
+    out
+}
+
+/// A token back as ("subject" or "item", key); ("malformed", token) when it is not one.
+pub(crate) fn untoken(t: &str) -> (String, String) {
+    let bytes: Option<Vec<u8>> = (t.len() % 2 == 0)
+        .then(|| (0..t.len()).step_by(2).map(|i| u8::from_str_radix(&t[i..i + 2], 16).ok()).collect())
+        .flatten();
+    match bytes.and_then(|b| String::from_utf8(b).ok()) {
+        Some(k) if k.starts_with("s:") => ("subject".to_owned(), k[2..].to_owned()),
+        Some(k) if k.starts_with("i:") => ("item".to_owned(), k[2..].to_owned()),
+        _ => ("malformed".to_owned(), t.to_owned()),
+    }
 }
 
 /// Decides a round. Pure: `existing` holds the round's ids already recorded.
@@ -138,8 +163,7 @@ pub(crate) fn plan(frontier: Frontier, existing: &HashSet<[u8; 16]>, requests: &
     let mut p = Plan {
         outcomes: Vec::with_capacity(requests.len()),
         rows: Vec::new(),
-        subjects: Vec::new(),
-        items: Vec::new(),
+        keys: Vec::new(),
         hashes: Vec::new(),
         frontier,
     };
@@ -171,8 +195,10 @@ pub(crate) fn plan(frontier: Frontier, existing: &HashSet<[u8; 16]>, requests: &
             r.leaf_hash = r.leaf().hash();
             let stored = p.frontier.push(r.leaf_hash);
             p.hashes.extend(stored.hashes.iter().enumerate().map(|(k, h)| (stored.first + k as u64, *h)));
-            p.subjects.extend(distinct(&e.subjects).into_iter().map(|s| (position, s.to_owned())));
-            p.items.extend(distinct(&e.items).into_iter().map(|s| (position, s.to_owned())));
+            let tokens = tokens(e);
+            if !tokens.is_empty() {
+                p.keys.push((position, tokens));
+            }
             planned.insert(e.access_id);
             positions.push(position);
             p.rows.push(r);
@@ -295,8 +321,15 @@ mod tests {
         assert!(matches!(&p.outcomes[3], Err(Error::Duplicate(_))));
         assert_eq!(p.outcomes[4].as_ref().unwrap(), &vec![2]);
         assert_eq!(p.rows.iter().map(|r| r.position).collect::<Vec<_>>(), vec![0, 1, 2]);
-        assert_eq!(p.subjects, vec![(0, "child:a".to_owned()), (0, "child:b".to_owned()), (2, "child:c".to_owned())]);
-        assert_eq!(p.items.len(), 3, "one distinct item per row");
+        let keys: Vec<(u64, Vec<(String, String)>)> =
+            p.keys.iter().map(|(pos, t)| (*pos, t.iter().map(|t| untoken(t)).collect())).collect();
+        let subjects: Vec<(u64, String)> = keys
+            .iter()
+            .flat_map(|(pos, ks)| ks.iter().filter(|(k, _)| k == "subject").map(move |(_, v)| (*pos, v.clone())))
+            .collect();
+        assert_eq!(subjects, vec![(0, "child:a".to_owned()), (0, "child:b".to_owned()), (2, "child:c".to_owned())]);
+        let items = keys.iter().flat_map(|(_, ks)| ks.iter().filter(|(k, _)| k == "item")).count();
+        assert_eq!(items, 3, "one distinct item per row");
         let mut f = Frontier::empty();
         for r in &p.rows {
             assert_eq!(r.leaf_hash, r.leaf().hash());

@@ -497,10 +497,10 @@ macro_rules! backend {
                     qb.push(" AND user_id = ").push_bind(u.clone());
                 }
                 if let Some(s) = &f.subject {
-                    qb.push(" AND position IN (SELECT position FROM access_subjects WHERE subject = ").push_bind(s.clone()).push(")");
+                    key_filter(&mut qb, crate::access::token("s", s));
                 }
                 for i in f.item.iter().chain(&f.party) {
-                    qb.push(" AND position IN (SELECT position FROM access_items WHERE item = ").push_bind(i.clone()).push(")");
+                    key_filter(&mut qb, crate::access::token("i", i));
                 }
                 if f.denied_only {
                     // A literal, so the partial index `access_log_denied` applies.
@@ -543,28 +543,12 @@ macro_rules! backend {
             }
 
             pub(crate) async fn access_index_rows(pool: &sqlx::Pool<DB>, from: u64, to: u64) -> Result<Vec<(u64, String, String)>> {
-                let rows = sqlx::query(
-                    "SELECT position, subject FROM access_subjects WHERE position >= $1 AND position < $2",
-                )
-                .bind(to_i64(from))
-                .bind(to_i64(to))
-                .fetch_all(pool)
-                .await
-                .map_err(db("reading the access subject index"))?;
-                let mut out = Vec::with_capacity(rows.len());
-                for r in rows {
-                    let d = || db("reading the access subject index");
-                    out.push((to_u64(r.try_get(0).map_err(d())?, "position")?, "subject".to_owned(), r.try_get(1).map_err(d())?));
-                }
-                let rows = sqlx::query("SELECT position, item FROM access_items WHERE position >= $1 AND position < $2")
-                    .bind(to_i64(from))
-                    .bind(to_i64(to))
-                    .fetch_all(pool)
-                    .await
-                    .map_err(db("reading the access item index"))?;
-                for r in rows {
-                    let d = || db("reading the access item index");
-                    out.push((to_u64(r.try_get(0).map_err(d())?, "position")?, "item".to_owned(), r.try_get(1).map_err(d())?));
+                let mut out = Vec::new();
+                for (position, tokens) in index_tokens(pool, from, to).await? {
+                    out.extend(tokens.iter().map(|t| {
+                        let (kind, key) = crate::access::untoken(t);
+                        (position, kind, key)
+                    }));
                 }
                 // Sorted here, bytewise, so both backends give the same order whatever the
                 // database's collation.
@@ -727,6 +711,42 @@ backend!(sqlite, sqlx::Sqlite, {
         Ok(())
     }
 
+    /// Only records whose index row (full-text, `access_keys`) holds `token`.
+    fn key_filter(qb: &mut QueryBuilder<'_, DB>, token: String) {
+        // A quoted string: one token, matched exactly (tokens are hex, so nothing to escape).
+        qb.push(" AND position IN (SELECT rowid FROM access_keys WHERE access_keys MATCH ")
+            .push_bind(format!("\"{token}\""))
+            .push(")");
+    }
+
+    /// The index rows of positions `from..to`: (position, tokens).
+    async fn index_tokens(pool: &sqlx::Pool<DB>, from: u64, to: u64) -> Result<Vec<(u64, Vec<String>)>> {
+        let rows = sqlx::query("SELECT rowid, k FROM access_keys WHERE rowid >= $1 AND rowid < $2")
+            .bind(to_i64(from))
+            .bind(to_i64(to))
+            .fetch_all(pool)
+            .await
+            .map_err(db("reading the access index"))?;
+        let d = || db("reading the access index");
+        rows.iter()
+            .map(|r| {
+                let k: String = r.try_get(1).map_err(d())?;
+                Ok((to_u64(r.try_get(0).map_err(d())?, "position")?, k.split(' ').map(str::to_owned).collect()))
+            })
+            .collect()
+    }
+
+    /// FTS5's own check that the full-text index says what its rows say.
+    pub(crate) async fn access_index_integrity(pool: &sqlx::Pool<DB>) -> Result<()> {
+        sqlx::query("INSERT INTO access_keys (access_keys) VALUES ('integrity-check')")
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                crate::Error::Corrupt(format!("the access log's full-text index fails its integrity check: {e}"))
+            })
+    }
+
     /// The access log's multi-row INSERTs, in chunks within SQLite's bind-parameter limit.
     async fn insert_access_rows(conn: &mut Conn, plan: &crate::access::Plan) -> Result<()> {
         for chunk in plan.rows.chunks(INSERT_CHUNK) {
@@ -743,16 +763,12 @@ backend!(sqlite, sqlx::Sqlite, {
             });
             qb.build().execute(&mut *conn).await.map_err(db("inserting access records"))?;
         }
-        for (table, column, values) in
-            [("access_subjects", "subject", &plan.subjects), ("access_items", "item", &plan.items)]
-        {
-            for chunk in values.chunks(INSERT_CHUNK * 4) {
-                let mut qb = QueryBuilder::<DB>::new(format!("INSERT INTO {table} ({column}, position) "));
-                qb.push_values(chunk, |mut b, (p, v)| {
-                    b.push_bind(v.clone()).push_bind(to_i64(*p));
-                });
-                qb.build().execute(&mut *conn).await.map_err(db("inserting access index rows"))?;
-            }
+        for chunk in plan.keys.chunks(INSERT_CHUNK * 4) {
+            let mut qb = QueryBuilder::<DB>::new("INSERT INTO access_keys (rowid, k) ");
+            qb.push_values(chunk, |mut b, (p, tokens)| {
+                b.push_bind(to_i64(*p)).push_bind(tokens.join(" "));
+            });
+            qb.build().execute(&mut *conn).await.map_err(db("inserting access index rows"))?;
         }
         for chunk in plan.hashes.chunks(INSERT_CHUNK * 4) {
             let mut qb = QueryBuilder::<DB>::new("INSERT INTO access_merkle_hashes (idx, hash) ");
@@ -824,6 +840,30 @@ backend!(postgres, sqlx::Postgres, {
         Ok(())
     }
 
+    /// Only records whose index row (`access_keys`, under a GIN index) holds `token`.
+    fn key_filter(qb: &mut QueryBuilder<'_, DB>, token: String) {
+        qb.push(" AND position IN (SELECT position FROM access_keys WHERE keys @> ARRAY[")
+            .push_bind(token)
+            .push("]::text[])");
+    }
+
+    /// The index rows of positions `from..to`: (position, tokens).
+    async fn index_tokens(pool: &sqlx::Pool<DB>, from: u64, to: u64) -> Result<Vec<(u64, Vec<String>)>> {
+        let rows = sqlx::query("SELECT position, keys FROM access_keys WHERE position >= $1 AND position < $2")
+            .bind(to_i64(from))
+            .bind(to_i64(to))
+            .fetch_all(pool)
+            .await
+            .map_err(db("reading the access index"))?;
+        let d = || db("reading the access index");
+        rows.iter().map(|r| Ok((to_u64(r.try_get(0).map_err(d())?, "position")?, r.try_get(1).map_err(d())?))).collect()
+    }
+
+    /// PostgreSQL maintains the GIN index itself; the rows are checked against the records.
+    pub(crate) async fn access_index_integrity(_pool: &sqlx::Pool<DB>) -> Result<()> {
+        Ok(())
+    }
+
     /// The access log's rows, index rows and hashes: one UNNEST INSERT per table.
     async fn insert_access_rows(conn: &mut Conn, plan: &crate::access::Plan) -> Result<()> {
         let a = &plan.rows;
@@ -842,22 +882,18 @@ backend!(postgres, sqlx::Postgres, {
         .execute(&mut *conn)
         .await
         .map_err(db("inserting access records"))?;
-        for (sql, values) in [
-            (
-                "INSERT INTO access_subjects (subject, position) SELECT * FROM UNNEST($1::text[], $2::int8[])",
-                &plan.subjects,
-            ),
-            ("INSERT INTO access_items (item, position) SELECT * FROM UNNEST($1::text[], $2::int8[])", &plan.items),
-        ] {
-            if values.is_empty() {
-                continue;
-            }
-            sqlx::query(sql)
-                .bind(values.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>())
-                .bind(values.iter().map(|(p, _)| to_i64(*p)).collect::<Vec<_>>())
-                .execute(&mut *conn)
-                .await
-                .map_err(db("inserting access index rows"))?;
+        if !plan.keys.is_empty() {
+            // Rows of different lengths: each row's tokens travel as one string and are split
+            // in the statement (tokens are hex, never holding a space).
+            sqlx::query(
+                "INSERT INTO access_keys (position, keys) \
+                 SELECT p, string_to_array(k, ' ') FROM UNNEST($1::int8[], $2::text[]) AS t(p, k)",
+            )
+            .bind(plan.keys.iter().map(|(p, _)| to_i64(*p)).collect::<Vec<_>>())
+            .bind(plan.keys.iter().map(|(_, t)| t.join(" ")).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await
+            .map_err(db("inserting access index rows"))?;
         }
         sqlx::query("INSERT INTO access_merkle_hashes (idx, hash) SELECT * FROM UNNEST($1::int8[], $2::bytea[])")
             .bind(plan.hashes.iter().map(|(i, _)| to_i64(*i)).collect::<Vec<_>>())

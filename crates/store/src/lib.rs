@@ -470,6 +470,14 @@ impl Store {
         dispatch!(&self.inner.db, |q, pool| q::access_index_rows(pool, from, to).await)
     }
 
+    /// Checks that the access log's query index is internally consistent (SQLite's FTS5
+    /// integrity check; PostgreSQL maintains its GIN index itself). `access_index_rows` checks
+    /// the rows against the records; this checks the index says what the rows say.
+    #[tracing::instrument(name = "store.access_index_integrity", skip_all)]
+    pub async fn access_index_integrity(&self) -> Result<()> {
+        dispatch!(&self.inner.db, |q, pool| q::access_index_integrity(pool).await)
+    }
+
     /// The access log's latest signed checkpoint, if anything was ever recorded.
     #[tracing::instrument(name = "store.access_latest_checkpoint", skip_all)]
     pub async fn access_latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>> {

@@ -387,6 +387,11 @@ async fn verify_access(
     let mut checkpoints = all_checkpoints(store, true).await?;
     checkpoints.retain(|s, _| *s <= size);
     let mut tree = Tree::new("access position", checkpoints, against_size);
+    // The query index's own structure (SQLite's full-text index) says what its rows say; the
+    // rows are checked against the records below.
+    if let Err(e) = store.access_index_integrity().await {
+        return Err(diverged(e.to_string()));
+    }
     loop {
         let mut page = store.access_range(tree.frontier.size(), PAGE).await?;
         let full = page.len() == PAGE as usize;
