@@ -148,7 +148,9 @@ pub(crate) fn token(kind: &str, key: &str) -> String {
 
 /// A token back as ("subject" or "item", key); ("malformed", token) when it is not one.
 pub(crate) fn untoken(t: &str) -> (String, String) {
-    let bytes: Option<Vec<u8>> = (t.len() % 2 == 0)
+    let bytes: Option<Vec<u8>> = t
+        .len()
+        .is_multiple_of(2)
         .then(|| (0..t.len()).step_by(2).map(|i| u8::from_str_radix(&t[i..i + 2], 16).ok()).collect())
         .flatten();
     match bytes.and_then(|b| String::from_utf8(b).ok()) {
