@@ -139,9 +139,11 @@ pub(crate) fn tokens(e: &AccessEntry) -> Vec<String> {
 
 /// The token of one key of `kind` (`s` for a subject, `i` for an item).
 pub(crate) fn token(kind: &str, key: &str) -> String {
+    use std::fmt::Write as _;
+    // On the read path (every key of every access record): no allocation per byte.
     let mut out = String::with_capacity(2 * (kind.len() + 1 + key.len()));
     for b in kind.bytes().chain([b':']).chain(key.bytes()) {
-        out.push_str(&format!("{b:02X}"));
+        let _ = write!(out, "{b:02X}");
     }
     out
 }

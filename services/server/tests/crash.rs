@@ -176,40 +176,61 @@ async fn read_all(endpoint: &str, token: &str) -> Vec<pb::RecordedEvent> {
     }
 }
 
-async fn crash_keeps_every_acknowledged_append(site: Site) {
-    let (mut child, endpoint) = site.serve().await;
-    let acked: Arc<Mutex<Vec<pb::Receipt>>> = Arc::default();
-    let site = Arc::new(site);
+/// Eight clients appending two events a request until the server refuses them, and the receipts
+/// they were given. `refused` judges the status that stops each writer.
+type Acked = Arc<Mutex<Vec<pb::Receipt>>>;
+
+async fn load(site: &Arc<Site>, endpoint: &str, refused: fn(tonic::Status)) -> (Acked, tokio::task::JoinSet<()>) {
+    let acked: Acked = Arc::default();
     let mut writers = tokio::task::JoinSet::new();
     for _ in 0..8 {
-        let (site, acked, endpoint) = (site.clone(), acked.clone(), endpoint.clone());
+        let (site, acked, endpoint) = (site.clone(), acked.clone(), endpoint.to_owned());
         writers.spawn(async move {
             let mut c = Client::connect(&endpoint, &site.token).await.unwrap();
-            // Until the server dies under us.
-            while let Ok(r) = c.ledger().append(pb::AppendRequest { events: vec![site.event(), site.event()] }).await {
-                acked.lock().unwrap().extend(r.into_inner().receipts);
+            loop {
+                match c.ledger().append(pb::AppendRequest { events: vec![site.event(), site.event()] }).await {
+                    Ok(r) => acked.lock().unwrap().extend(r.into_inner().receipts),
+                    Err(s) => return refused(s),
+                }
             }
         });
     }
+    (acked, writers)
+}
+
+/// Waits until `n` events are acknowledged.
+async fn until_acknowledged(acked: &Acked, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.lock().unwrap().len() < 400 {
-        assert!(Instant::now() < deadline, "too slow to acknowledge 400 events");
+    while acked.lock().unwrap().len() < n {
+        assert!(Instant::now() < deadline, "too slow to acknowledge {n} events");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Every acknowledged event is in `log`, at its position, unaltered.
+fn assert_kept(log: &[pb::RecordedEvent], acked: &Acked) {
+    for r in acked.lock().unwrap().iter() {
+        let e = log.get(r.position as usize).unwrap_or_else(|| panic!("acknowledged position {} lost", r.position));
+        assert_eq!((&e.event_id, &e.leaf_hash), (&r.event_id, &r.leaf_hash), "acknowledged event altered");
+    }
+}
+
+async fn crash_keeps_every_acknowledged_append(site: Site) {
+    let (mut child, endpoint) = site.serve().await;
+    let site = Arc::new(site);
+    // Until the server dies under us.
+    let (acked, mut writers) = load(&site, &endpoint, |_| {}).await;
+    until_acknowledged(&acked, 400).await;
     child.kill().unwrap(); // SIGKILL: no chance to flush or drain anything
     child.wait().unwrap();
     while writers.join_next().await.is_some() {}
-    let acked = acked.lock().unwrap().clone();
 
     let (child, endpoint) = site.serve().await;
     let log = read_all(&endpoint, &site.token).await;
     for (i, e) in log.iter().enumerate() {
         assert_eq!(e.position, i as u64, "positions are gap-free after the crash");
     }
-    for r in &acked {
-        let e = log.get(r.position as usize).unwrap_or_else(|| panic!("acknowledged position {} lost", r.position));
-        assert_eq!((&e.event_id, &e.leaf_hash), (&r.event_id, &r.leaf_hash), "acknowledged event altered");
-    }
+    assert_kept(&log, &acked);
     // The log keeps accepting appends after the crash.
     let mut c = Client::connect(&endpoint, &site.token).await.unwrap();
     c.append(vec![site.event()]).await.unwrap();
@@ -223,35 +244,15 @@ async fn crash_keeps_every_acknowledged_append(site: Site) {
 /// (UNAVAILABLE or a closed connection, never a half-written event), and the log verifies.
 async fn sigterm_drains_in_flight_appends(site: Site) {
     let (child, endpoint) = site.serve_from_config_file().await;
-    let acked: Arc<Mutex<Vec<pb::Receipt>>> = Arc::default();
     let site = Arc::new(site);
-    let mut writers = tokio::task::JoinSet::new();
-    for _ in 0..8 {
-        let (site, acked, endpoint) = (site.clone(), acked.clone(), endpoint.clone());
-        writers.spawn(async move {
-            let mut c = Client::connect(&endpoint, &site.token).await.unwrap();
-            loop {
-                match c.ledger().append(pb::AppendRequest { events: vec![site.event(), site.event()] }).await {
-                    Ok(r) => acked.lock().unwrap().extend(r.into_inner().receipts),
-                    Err(s) => {
-                        assert!(
-                            matches!(
-                                s.code(),
-                                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-                            ),
-                            "a draining server refuses with UNAVAILABLE, not {s:?}"
-                        );
-                        return;
-                    }
-                }
-            }
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.lock().unwrap().len() < 200 {
-        assert!(Instant::now() < deadline, "too slow to acknowledge 200 events");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (acked, mut writers) = load(&site, &endpoint, |s| {
+        assert!(
+            matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled),
+            "a draining server refuses with UNAVAILABLE, not {s:?}"
+        );
+    })
+    .await;
+    until_acknowledged(&acked, 200).await;
     // Waiting for the exit blocks: off the runtime, so the writers keep writing meanwhile.
     tokio::task::spawn_blocking(move || terminate(child)).await.unwrap();
     while let Some(r) = writers.join_next().await {
@@ -261,13 +262,9 @@ async fn sigterm_drains_in_flight_appends(site: Site) {
     assert!(log_lines.lines().any(|l| l.starts_with('{') && l.contains("shutdown requested; draining")), "{log_lines}");
     assert!(log_lines.lines().any(|l| l.starts_with('{') && l.contains("accord stopped")), "{log_lines}");
 
-    let acked = acked.lock().unwrap().clone();
     let (child, endpoint) = site.serve().await;
     let log = read_all(&endpoint, &site.token).await;
-    for r in &acked {
-        let e = log.get(r.position as usize).unwrap_or_else(|| panic!("acknowledged position {} lost", r.position));
-        assert_eq!((&e.event_id, &e.leaf_hash), (&r.event_id, &r.leaf_hash), "acknowledged event altered");
-    }
+    assert_kept(&log, &acked);
     terminate(child);
     let (ok, out) = site.verify(None);
     assert!(ok && out.starts_with("ok:"), "verify after a graceful stop: {out}");
