@@ -1137,14 +1137,18 @@ impl State {
         let first_position = n.entries.first().map_or(position, |x| x.position);
         // Agencies that held the joint view but no longer may (the level fell below 2, so the
         // panel no longer receives it) keep an empty item: nothing of the nominal stays visible.
+        // One lookup per registered agency (a few dozen), not a scan of every agency's cases:
+        // the scan made each nominal event cost O(nominals) and a load of nominals quadratic.
         let former: Vec<String> = self
-            .items
-            .range((Model::MappaCases, String::new(), String::new())..)
-            .take_while(|((m, _, _), _)| *m == Model::MappaCases)
-            .filter(|((_, a, id), item)| {
-                id == nid && !holders.contains(a) && matches!(&item.content, Content::Case(c) if !c.entries.is_empty())
+            .aux
+            .range::<str, _>((std::ops::Bound::Included("agency/"), std::ops::Bound::Unbounded))
+            .map_while(|(k, _)| k.strip_prefix("agency/"))
+            .filter(|a| !holders.contains(*a))
+            .filter(|a| {
+                let key: Key = (Model::MappaCases, (*a).to_owned(), nid.to_owned());
+                matches!(self.items.get(&key), Some(item) if matches!(&item.content, Content::Case(c) if !c.entries.is_empty()))
             })
-            .map(|((_, a, _), _)| a.clone())
+            .map(str::to_owned)
             .collect();
         for agency in former {
             let key: Key = (Model::MappaCases, agency, nid.to_owned());
