@@ -265,12 +265,19 @@ round!(round_sqlite, sqlite, backend::begin_sqlite, sqlx::SqlitePool);
 round!(round_postgres, postgres, backend::begin_postgres_access, sqlx::PgPool);
 
 /// The writer task: runs until every sender is dropped, answering what was queued.
-pub(crate) async fn run(db: Db, signer: LogSigner, mut rx: mpsc::Receiver<Request>, head: Arc<watch::Sender<u64>>) {
+pub(crate) async fn run(
+    db: Db,
+    signer: LogSigner,
+    mut rx: mpsc::Receiver<Request>,
+    head: Arc<watch::Sender<u64>>,
+    writes: crate::WriteGate,
+) {
     let mut cached: Option<Frontier> = None;
     while let Some(round) = group::Group::next(&mut rx, MAX_GROUP_ENTRIES).await {
         let result = {
             let requests = round.items();
             let span = tracing::debug_span!("access_round", requests = requests.len());
+            let _gate = writes.enter(&db).await;
             match &db {
                 Db::Sqlite(p) => round_sqlite(p, &mut cached, &signer, &requests).instrument(span).await,
                 Db::Postgres(p) => round_postgres(p, &mut cached, &signer, &requests).instrument(span).await,

@@ -275,6 +275,28 @@ struct Inner {
     keys: std::sync::RwLock<HashMap<String, KeyRecord>>,
     agencies: std::sync::RwLock<HashMap<String, AgencyRecord>>,
     options: Options,
+    /// Taken around every SQLite write transaction of this process (see [`WriteGate`]).
+    writes: WriteGate,
+}
+
+/// SQLite has one write lock per database file. When this process's writers (the sequencer, the
+/// access-log writer, the projection) met on it, the loser waited in SQLite's busy handler,
+/// which sleeps 1, 2, 5, 10, … up to 100 ms between tries rather than waking when the lock is
+/// free; under load that made every append wait several milliseconds behind another writer's
+/// sub-millisecond commit. The gate queues them in process instead (FIFO, woken on release).
+/// `busy_timeout` still covers other processes on the same file. Not used on PostgreSQL, where
+/// the event and access logs have separate locks and the read models none.
+#[derive(Clone, Default)]
+pub(crate) struct WriteGate(Arc<tokio::sync::Mutex<()>>);
+
+impl WriteGate {
+    /// Holds the gate for one write transaction when `db` is SQLite; `None` on PostgreSQL.
+    pub(crate) async fn enter(&self, db: &Db) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match db {
+            Db::Sqlite(_) => Some(self.0.lock().await),
+            Db::Postgres(_) => None,
+        }
+    }
 }
 
 /// The event log. Cheap to clone; all clones share one sequencer.
@@ -336,10 +358,11 @@ impl Store {
         let size = dispatch!(&db, |q, pool| q::head(pool).await)?.size;
         let access_size = dispatch!(&db, |q, pool| q::access_size(pool).await)?;
         let (head_tx, head_rx) = watch::channel(size);
+        let writes = WriteGate::default();
         let (tx, handle) = match signer {
             Some(signer) => {
                 let (tx, rx) = mpsc::channel(1024);
-                let handle = tokio::spawn(sequencer::run(db.clone(), signer, rx, head_tx));
+                let handle = tokio::spawn(sequencer::run(db.clone(), signer, rx, head_tx, writes.clone()));
                 (Some(tx), Some(handle))
             }
             None => (None, None),
@@ -357,6 +380,7 @@ impl Store {
                 keys: Default::default(),
                 agencies: Default::default(),
                 options,
+                writes,
             }),
         })
     }
@@ -403,7 +427,13 @@ impl Store {
             return;
         }
         let (tx, rx) = mpsc::channel(1024);
-        let handle = tokio::spawn(access::run(self.inner.db.clone(), signer, rx, self.inner.access_head.clone()));
+        let handle = tokio::spawn(access::run(
+            self.inner.db.clone(),
+            signer,
+            rx,
+            self.inner.access_head.clone(),
+            self.inner.writes.clone(),
+        ));
         *self.inner.access.lock().expect("access writer lock") = Some(tx);
         *self.inner.access_done.lock().expect("access writer lock") = Some(handle);
     }
@@ -693,6 +723,7 @@ impl Store {
     /// (another process applied the range first).
     #[tracing::instrument(name = "store.commit_views", skip_all)]
     pub async fn commit_views(&self, projection: &str, from: u64, to: u64, rows: &[ViewRow]) -> Result<bool> {
+        let _gate = self.inner.writes.enter(&self.inner.db).await;
         dispatch!(&self.inner.db, |q, pool| q::commit_views(pool, projection, from, to, rows).await)
     }
 
@@ -712,6 +743,7 @@ impl Store {
     /// Drops every read-model row and `projection`'s checkpoint, for a rebuild from zero.
     #[tracing::instrument(name = "store.reset_views", skip_all)]
     pub async fn reset_views(&self, projection: &str) -> Result<()> {
+        let _gate = self.inner.writes.enter(&self.inner.db).await;
         dispatch!(&self.inner.db, |q, pool| q::reset_views(pool, projection).await)
     }
 

@@ -397,12 +397,19 @@ macro_rules! round {
 round!(round_sqlite, sqlite, backend::begin_sqlite, sqlx::SqlitePool);
 round!(round_postgres, postgres, backend::begin_postgres, sqlx::PgPool);
 
-pub(crate) async fn run(db: Db, signer: LogSigner, mut rx: mpsc::Receiver<Request>, head: watch::Sender<u64>) {
+pub(crate) async fn run(
+    db: Db,
+    signer: LogSigner,
+    mut rx: mpsc::Receiver<Request>,
+    head: watch::Sender<u64>,
+    writes: crate::WriteGate,
+) {
     let mut cached: Option<Frontier> = None;
     while let Some(round) = group::Group::next(&mut rx, MAX_GROUP_EVENTS).await {
         let result = {
             let requests = round.items();
             let span = tracing::debug_span!("events_round", requests = requests.len());
+            let _gate = writes.enter(&db).await;
             match &db {
                 Db::Sqlite(p) => round_sqlite(p, &mut cached, &signer, &requests).instrument(span).await,
                 Db::Postgres(p) => round_postgres(p, &mut cached, &signer, &requests).instrument(span).await,
