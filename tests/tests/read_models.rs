@@ -377,6 +377,13 @@ async fn rebuild_yields_identical_read_models(mut s: TestServer) {
     // restores them page by page).
     // (A query first: it waits until the read models have caught up with the log.)
     query(&mut s.client("st-marys-school", "dsl-1", &["dsl"]).await, ReadModel::SchoolInbox).await.unwrap();
+    // (Then the server commits them, at most `COMMIT_EVERY` after the last append.)
+    let size = s.store().log_size().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.store().view_checkpoint(accord_views::PROJECTION).await.unwrap() < size {
+        assert!(std::time::Instant::now() < deadline, "the read models were not committed within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let all = s.store().view_rows_page(None, 1_000_000).await.unwrap();
     let mut paged = Vec::new();
     let mut after: Option<(String, String, String)> = None;

@@ -26,6 +26,9 @@ pub use service::{DisclosureLimits, Views, answer_as_of, replay};
 /// Events read and applied per transaction.
 pub const BATCH: u32 = 2000;
 
+/// The longest applied events wait for their rows to be committed while appends continue.
+pub const COMMIT_EVERY: Duration = Duration::from_millis(200);
+
 /// Rows read per page when restoring the read models on start.
 const RESTORE_PAGE: u32 = 5000;
 
@@ -63,14 +66,42 @@ pub struct Projector {
     sharing: Arc<Sharing>,
     /// The read models; written only while a decoded batch is applied.
     state: RwLock<State>,
-    /// Held by the one catch-up (or rebuild) running.
-    applying: Mutex<()>,
+    /// Held by the one catch-up (or rebuild) running, with what it has applied but not committed.
+    applying: Mutex<Pending>,
     applied: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Projector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Projector").finish_non_exhaustive()
+    }
+}
+
+/// What the projection has applied in memory but not yet committed.
+#[derive(Debug)]
+struct Pending {
+    /// The checkpoint as last committed (or loaded) by this process, not counting `in_flight`.
+    committed: u64,
+    /// When the oldest batch not yet handed to a commit was applied.
+    since: Option<Instant>,
+    /// The commit running in the background (the fold goes on meanwhile): up to which position,
+    /// and whether it moved the checkpoint (`false`: another process had moved it first).
+    in_flight: Option<(u64, tokio::task::JoinHandle<accord_store::Result<bool>>)>,
+}
+
+impl Pending {
+    fn new(committed: u64) -> Self {
+        Pending { committed, since: None, in_flight: None }
+    }
+
+    /// Where the next commit starts: the end of the one in flight, or the checkpoint.
+    fn base(&self) -> u64 {
+        self.in_flight.as_ref().map_or(self.committed, |(to, _)| *to)
+    }
+
+    /// Whether the batch just applied up to `to` should be committed now.
+    fn due(&self, to: u64) -> bool {
+        to - self.base() >= u64::from(BATCH) || self.since.is_some_and(|t| t.elapsed() >= COMMIT_EVERY)
     }
 }
 
@@ -147,7 +178,8 @@ impl Projector {
     pub async fn open(sharing: Arc<Sharing>) -> Result<Arc<Projector>> {
         let state = load_state(sharing.store()).await?;
         let (applied, _) = watch::channel(state.next_position);
-        Ok(Arc::new(Projector { sharing, state: RwLock::new(state), applying: Mutex::new(()), applied }))
+        let pending = Pending::new(state.next_position);
+        Ok(Arc::new(Projector { sharing, state: RwLock::new(state), applying: Mutex::new(pending), applied }))
     }
 
     /// The store.
@@ -165,26 +197,48 @@ impl Projector {
         self.applied.subscribe()
     }
 
-    /// Applies everything recorded so far, batch by batch, each batch committed with the
-    /// checkpoint. One catch-up runs at a time; readers are held off only while a decoded batch
-    /// is applied in memory, not while it is read, decoded or committed. Readers may see a batch
-    /// a moment before its rows are committed: it is derived from events already durable in the
-    /// log, and a failed commit reloads the same state from the database and applies it again.
+    /// Applies everything recorded so far and commits it: rows and checkpoint in one transaction
+    /// per batch of at most [`BATCH`] events. One catch-up runs at a time; readers are held off
+    /// only while a decoded batch is applied in memory (and its changed rows taken), not while it
+    /// is read, decoded or committed.
     pub async fn catch_up(&self) -> Result<Progress> {
-        let _one = self.applying.lock().await;
-        let r = self.catch_up_inner().await;
-        if r.is_err() {
-            match load_state(self.store()).await {
-                Ok(s) => *self.state.write().await = s,
-                Err(e) => tracing::error!(error = %e, "reloading the read models failed"),
+        let one = self.applying.lock().await;
+        self.catch_up_holding(one, true).await
+    }
+
+    /// Catches up while holding `applying` (taken by the caller); commits what is applied when
+    /// `flush`, or else only once it is [`BATCH`] events or [`COMMIT_EVERY`] old. If a batch
+    /// fails, reloads the state from the rows last committed.
+    async fn catch_up_holding(
+        &self,
+        mut pending: tokio::sync::MutexGuard<'_, Pending>,
+        flush: bool,
+    ) -> Result<Progress> {
+        let mut r = self.catch_up_inner(&mut pending).await;
+        if flush && let Ok(p) = &mut r {
+            match self.commit(&mut pending, true).await {
+                Ok(committed) => p.batches += u64::from(committed),
+                Err(e) => r = Err(e),
             }
         }
-        self.applied.send_replace(self.state.read().await.next_position);
+        if r.is_err() {
+            self.reload(&mut pending).await;
+        }
         r
     }
 
-    /// Catches up; the caller holds `applying`.
-    async fn catch_up_inner(&self) -> Result<Progress> {
+    /// Catches up; the caller holds `applying`. Each page is applied and published at once (the
+    /// lag readers and subscribers see is the fold's, not the commit's); commits are grouped.
+    ///
+    /// Readers and subscribers may see a batch before its rows are committed: it is derived from
+    /// events already durable in the log, and if its commit fails (or the process stops first)
+    /// the same state is folded again from the rows last committed (the fold is deterministic),
+    /// so what they saw stays true. Commits are grouped (at most one per [`COMMIT_EVERY`] or
+    /// [`BATCH`] events) and run in the background while the next pages are folded: committing
+    /// after every page took SQLite's single write lock and an fsync once per append round
+    /// (measured at one client: each append waited 0.7 ms p50 behind it), and on PostgreSQL a
+    /// large commit held the fold, and so every subscriber, for its whole duration.
+    async fn catch_up_inner(&self, pending: &mut Pending) -> Result<Progress> {
         let store = self.store();
         let mut progress = Progress { next_position: self.state.read().await.next_position, ..Progress::default() };
         loop {
@@ -197,32 +251,21 @@ impl Projector {
             let started = Instant::now();
             let n = page.events.len() as u64;
             let newest = page.events.last().map(|e| e.recorded_at);
-            let span = tracing::info_span!("projection.batch", from, events = n, rows = tracing::field::Empty);
+            let span = tracing::info_span!("projection.batch", from, events = n);
             let decoded = decode_page(&self.sharing, page.events).instrument(span.clone()).await?;
-            let (rows, to) = {
+            let to = {
                 let mut state = self.state.write().await;
                 apply_decoded(&self.sharing, &mut state, &decoded)?;
-                (state.take_changes(), state.next_position)
+                state.next_position
             };
-            span.record("rows", rows.len());
-            if !store.commit_views(PROJECTION, from, to, &rows).instrument(span).await? {
-                // Another process applied this range first: take its rows and go on from there.
-                tracing::debug!(from, "read models advanced by another process; reloading");
-                let reloaded = load_state(store).await?;
-                *self.state.write().await = reloaded;
-                continue;
-            }
+            self.publish(to);
+            pending.since.get_or_insert(started);
             progress.events += n;
-            progress.batches += 1;
             metrics::batch(n, newest, log_size.saturating_sub(to));
-            tracing::debug!(
-                from,
-                events = n,
-                rows = rows.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "projection batch"
-            );
-            self.applied.send_replace(to);
+            tracing::debug!(from, events = n, elapsed_ms = started.elapsed().as_millis() as u64, "projection batch");
+            if pending.due(to) && self.commit(pending, false).instrument(span).await? {
+                progress.batches += 1;
+            }
             if next_page >= log_size {
                 break;
             }
@@ -231,10 +274,110 @@ impl Projector {
         Ok(progress)
     }
 
-    /// Runs with the state locked (after catching up with the log as far as `min_size`).
+    /// Waits for the commit in flight, if any. If another process had committed its range first,
+    /// loads that process's rows instead (`applied` may move back; the fold goes on from there).
+    async fn settle(&self, pending: &mut Pending) -> Result<()> {
+        let Some((to, handle)) = pending.in_flight.take() else { return Ok(()) };
+        let moved = handle.await.map_err(|e| Error::Corrupt(format!("committing the read models failed: {e}")))??;
+        if moved {
+            tracing::debug!(to, "read models committed");
+            pending.committed = to;
+            return Ok(());
+        }
+        tracing::debug!(to, "read models advanced by another process; reloading");
+        let reloaded = load_state(self.store()).await?;
+        *pending = Pending::new(reloaded.next_position);
+        self.applied.send_replace(reloaded.next_position);
+        *self.state.write().await = reloaded;
+        Ok(())
+    }
+
+    /// Hands the rows changed since the last commit, with the checkpoint, to a commit that runs
+    /// while the fold goes on (after the previous one has finished: commits are chained, each
+    /// from where the last ended); with `wait`, waits for it. `false` if there was nothing to
+    /// commit.
+    async fn commit(&self, pending: &mut Pending, wait: bool) -> Result<bool> {
+        self.settle(pending).await?;
+        let from = pending.committed;
+        let (rows, to) = {
+            let mut state = self.state.write().await;
+            if state.next_position == from {
+                return Ok(false);
+            }
+            (state.take_changes(), state.next_position)
+        };
+        let store = self.store().clone();
+        let commit = async move { store.commit_views(PROJECTION, from, to, &rows).await };
+        pending.in_flight = Some((to, tokio::spawn(commit.instrument(tracing::Span::current()))));
+        pending.since = None;
+        if wait {
+            self.settle(pending).await?;
+        }
+        Ok(true)
+    }
+
+    /// Commits what is applied but not yet committed, and waits for it (the server's projection
+    /// task calls it when appends pause and on shutdown).
+    pub async fn flush(&self) -> Result<()> {
+        let mut pending = self.applying.lock().await;
+        let r = self.commit(&mut pending, true).await.map(|_| ());
+        if r.is_err() {
+            self.reload(&mut pending).await;
+        }
+        r
+    }
+
+    /// After a failure: the state as last committed, published (the applied mark may move back;
+    /// the same events are folded again).
+    async fn reload(&self, pending: &mut Pending) {
+        if let Some((_, handle)) = pending.in_flight.take() {
+            // Whatever it did is in the database, which is read next.
+            let _ = handle.await;
+        }
+        match load_state(self.store()).await {
+            Ok(s) => {
+                *pending = Pending::new(s.next_position);
+                *self.state.write().await = s;
+            }
+            Err(e) => tracing::error!(error = %e, "reloading the read models failed"),
+        }
+        self.applied.send_replace(self.state.read().await.next_position);
+    }
+
+    /// When the oldest applied but uncommitted batch is [`COMMIT_EVERY`] old (`None`: nothing
+    /// waits).
+    async fn commit_due(&self) -> Option<Instant> {
+        self.applying.lock().await.since.map(|t| t + COMMIT_EVERY)
+    }
+
+    /// Tells readers and subscribers that the state holds everything before `to` (never moves
+    /// the mark back; a failed batch's reload does, in `catch_up`).
+    fn publish(&self, to: u64) {
+        self.applied.send_if_modified(|a| {
+            let later = to > *a;
+            if later {
+                *a = to;
+            }
+            later
+        });
+    }
+
+    /// Runs with the state locked, once it holds at least the first `min_size` positions. When a
+    /// catch-up is already running (the server's, under steady appends), waits for it to
+    /// publish rather than queueing behind it for its commit and then applying a batch of its
+    /// own; catches up itself only when none runs.
     pub async fn read<T>(&self, min_size: u64, f: impl FnOnce(&State) -> T) -> Result<T> {
-        if *self.applied.borrow() < min_size {
-            self.catch_up().await?;
+        let mut applied = self.applied.subscribe();
+        while *applied.borrow_and_update() < min_size {
+            tokio::select! {
+                biased;
+                changed = applied.changed() => changed.map_err(|_| Error::Corrupt("the projection stopped".into()))?,
+                one = self.applying.lock() => {
+                    // Catching up reads the log to its end, which holds `min_size`.
+                    self.catch_up_holding(one, false).await?;
+                    break;
+                }
+            }
         }
         let state = self.state.read().await;
         Ok(f(&state))
@@ -266,9 +409,13 @@ impl Projector {
             let mut backoff = Duration::from_millis(100);
             loop {
                 if *stopping.borrow() {
+                    if let Err(e) = me.flush().await {
+                        tracing::warn!(error = %e, "committing the read models at shutdown failed; the next start folds those events again");
+                    }
                     return;
                 }
-                match me.catch_up().await {
+                let live = me.applying.lock().await;
+                match me.catch_up_holding(live, false).await {
                     Ok(_) => backoff = Duration::from_millis(100),
                     Err(e) => {
                         tracing::error!(error = %e, "projection failed; retrying");
@@ -277,10 +424,19 @@ impl Projector {
                         continue;
                     }
                 }
+                let poll = me.store().poll_interval();
+                let due = me.commit_due().await;
+                let wait = due.map_or(poll, |t| t.saturating_duration_since(Instant::now()).min(poll));
                 tokio::select! {
                     r = head.changed() => if r.is_err() { return },
-                    _ = tokio::time::sleep(me.store().poll_interval()) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stopping.changed() => {}
+                }
+                // Appends paused with applied events uncommitted: commit them now.
+                if me.commit_due().await.is_some_and(|t| t <= Instant::now())
+                    && let Err(e) = me.flush().await
+                {
+                    tracing::error!(error = %e, "committing the read models failed; folding again from the last commit");
                 }
             }
         })
@@ -289,12 +445,23 @@ impl Projector {
     /// Drops every read-model row and replays the log from zero; returns what was done and the
     /// digest of the result.
     pub async fn rebuild(&self) -> Result<(Progress, [u8; 32])> {
-        let _one = self.applying.lock().await;
+        let mut pending = self.applying.lock().await;
+        if let Some((_, handle)) = pending.in_flight.take() {
+            // Its rows are about to be dropped; only let it finish first.
+            let _ = handle.await;
+        }
         self.store().reset_views(PROJECTION).await?;
         *self.state.write().await = State::default();
-        let progress = self.catch_up_inner().await;
+        *pending = Pending::new(0);
+        let mut progress = self.catch_up_inner(&mut pending).await;
+        if let Ok(p) = &mut progress {
+            match self.commit(&mut pending, true).await {
+                Ok(committed) => p.batches += u64::from(committed),
+                Err(e) => progress = Err(e),
+            }
+        }
         if progress.is_err() {
-            *self.state.write().await = load_state(self.store()).await?;
+            self.reload(&mut pending).await;
         }
         let state = self.state.read().await;
         self.applied.send_replace(state.next_position);
