@@ -87,11 +87,15 @@ struct Pending {
     /// The commit running in the background (the fold goes on meanwhile): up to which position,
     /// and whether it moved the checkpoint (`false`: another process had moved it first).
     in_flight: Option<(u64, tokio::task::JoinHandle<accord_store::Result<bool>>)>,
+    /// Changed rows were taken for a commit whose outcome is failed or unknown: the state must be
+    /// reloaded from the database before anything else is folded or committed (else a later
+    /// commit would move the checkpoint over rows never written).
+    stale: bool,
 }
 
 impl Pending {
     fn new(committed: u64) -> Self {
-        Pending { committed, since: None, in_flight: None }
+        Pending { committed, since: None, in_flight: None, stale: false }
     }
 
     /// Where the next commit starts: the end of the one in flight, or the checkpoint.
@@ -240,6 +244,9 @@ impl Projector {
     /// large commit held the fold, and so every subscriber, for its whole duration.
     async fn catch_up_inner(&self, pending: &mut Pending) -> Result<Progress> {
         let store = self.store();
+        if pending.stale {
+            self.reload_state(pending).await?;
+        }
         let mut progress = Progress { next_position: self.state.read().await.next_position, ..Progress::default() };
         loop {
             let from = self.state.read().await.next_position;
@@ -266,6 +273,11 @@ impl Projector {
             if pending.due(to) && self.commit(pending, false).instrument(span).await? {
                 progress.batches += 1;
             }
+            if self.state.read().await.next_position < to {
+                // Settling the previous commit found another process's rows and reloaded them:
+                // fold on from there.
+                continue;
+            }
             if next_page >= log_size {
                 break;
             }
@@ -274,21 +286,44 @@ impl Projector {
         Ok(progress)
     }
 
-    /// Waits for the commit in flight, if any. If another process had committed its range first,
+    /// Waits for the commit in flight, if any (in place: if this future is dropped, the commit
+    /// stays in flight for the next caller). If another process had committed its range first,
     /// loads that process's rows instead (`applied` may move back; the fold goes on from there).
     async fn settle(&self, pending: &mut Pending) -> Result<()> {
-        let Some((to, handle)) = pending.in_flight.take() else { return Ok(()) };
-        let moved = handle.await.map_err(|e| Error::Corrupt(format!("committing the read models failed: {e}")))??;
-        if moved {
-            tracing::debug!(to, "read models committed");
-            pending.committed = to;
-            return Ok(());
+        let Some((to, handle)) = pending.in_flight.as_mut() else { return Ok(()) };
+        let to = *to;
+        let outcome = handle.await;
+        pending.in_flight = None;
+        match outcome {
+            Ok(Ok(true)) => {
+                tracing::debug!(to, "read models committed");
+                pending.committed = to;
+                Ok(())
+            }
+            Ok(Ok(false)) => {
+                tracing::debug!(to, "read models advanced by another process; reloading");
+                pending.stale = true;
+                self.reload_state(pending).await
+            }
+            Ok(Err(e)) => {
+                pending.stale = true;
+                Err(e.into())
+            }
+            Err(e) => {
+                pending.stale = true;
+                Err(Error::Corrupt(format!("committing the read models failed: {e}")))
+            }
         }
-        tracing::debug!(to, "read models advanced by another process; reloading");
+    }
+
+    /// Replaces the state with the rows last committed; then (never before) publishes it. On
+    /// failure the state stays marked stale, so the next fold or commit tries again first.
+    async fn reload_state(&self, pending: &mut Pending) -> Result<()> {
         let reloaded = load_state(self.store()).await?;
-        *pending = Pending::new(reloaded.next_position);
-        self.applied.send_replace(reloaded.next_position);
+        let next = reloaded.next_position;
         *self.state.write().await = reloaded;
+        *pending = Pending::new(next);
+        self.applied.send_replace(next);
         Ok(())
     }
 
@@ -298,6 +333,9 @@ impl Projector {
     /// commit.
     async fn commit(&self, pending: &mut Pending, wait: bool) -> Result<bool> {
         self.settle(pending).await?;
+        if pending.stale {
+            self.reload_state(pending).await?;
+        }
         let from = pending.committed;
         let (rows, to) = {
             let mut state = self.state.write().await;
@@ -328,20 +366,17 @@ impl Projector {
     }
 
     /// After a failure: the state as last committed, published (the applied mark may move back;
-    /// the same events are folded again).
+    /// the same events are folded again). If even that fails, the state stays marked stale.
     async fn reload(&self, pending: &mut Pending) {
-        if let Some((_, handle)) = pending.in_flight.take() {
+        if let Some((_, handle)) = pending.in_flight.as_mut() {
             // Whatever it did is in the database, which is read next.
             let _ = handle.await;
+            pending.in_flight = None;
         }
-        match load_state(self.store()).await {
-            Ok(s) => {
-                *pending = Pending::new(s.next_position);
-                *self.state.write().await = s;
-            }
-            Err(e) => tracing::error!(error = %e, "reloading the read models failed"),
+        pending.stale = true;
+        if let Err(e) = self.reload_state(pending).await {
+            tracing::error!(error = %e, "reloading the read models failed; retrying before the next batch");
         }
-        self.applied.send_replace(self.state.read().await.next_position);
     }
 
     /// When the oldest applied but uncommitted batch is [`COMMIT_EVERY`] old (`None`: nothing
@@ -368,19 +403,27 @@ impl Projector {
     /// own; catches up itself only when none runs.
     pub async fn read<T>(&self, min_size: u64, f: impl FnOnce(&State) -> T) -> Result<T> {
         let mut applied = self.applied.subscribe();
-        while *applied.borrow_and_update() < min_size {
-            tokio::select! {
-                biased;
-                changed = applied.changed() => changed.map_err(|_| Error::Corrupt("the projection stopped".into()))?,
-                one = self.applying.lock() => {
-                    // Catching up reads the log to its end, which holds `min_size`.
-                    self.catch_up_holding(one, false).await?;
-                    break;
+        loop {
+            let mut caught_up = false;
+            while *applied.borrow_and_update() < min_size {
+                tokio::select! {
+                    biased;
+                    changed = applied.changed() => changed.map_err(|_| Error::Corrupt("the projection stopped".into()))?,
+                    one = self.applying.lock() => {
+                        // Catching up reads the log to its end, which holds `min_size`.
+                        self.catch_up_holding(one, false).await?;
+                        caught_up = true;
+                        break;
+                    }
                 }
             }
+            let state = self.state.read().await;
+            // The mark is published after the state is written, but a reload may have moved the
+            // state back since: then wait again.
+            if state.next_position >= min_size || caught_up {
+                return Ok(f(&state));
+            }
         }
-        let state = self.state.read().await;
-        Ok(f(&state))
     }
 
     /// A fresh state folded from the start of the log up to and including `position`.
@@ -428,7 +471,13 @@ impl Projector {
                 let due = me.commit_due().await;
                 let wait = due.map_or(poll, |t| t.saturating_duration_since(Instant::now()).min(poll));
                 tokio::select! {
-                    r = head.changed() => if r.is_err() { return },
+                    r = head.changed() => if r.is_err() {
+                        // No sequencer (it stopped): commit what is applied, then stop following.
+                        if let Err(e) = me.flush().await {
+                            tracing::warn!(error = %e, "committing the read models failed; the next start folds those events again");
+                        }
+                        return;
+                    },
                     _ = tokio::time::sleep(wait) => {}
                     _ = stopping.changed() => {}
                 }
@@ -446,13 +495,18 @@ impl Projector {
     /// digest of the result.
     pub async fn rebuild(&self) -> Result<(Progress, [u8; 32])> {
         let mut pending = self.applying.lock().await;
-        if let Some((_, handle)) = pending.in_flight.take() {
+        if let Some((_, handle)) = pending.in_flight.as_mut() {
             // Its rows are about to be dropped; only let it finish first.
             let _ = handle.await;
+            pending.in_flight = None;
         }
-        self.store().reset_views(PROJECTION).await?;
+        if let Err(e) = self.store().reset_views(PROJECTION).await {
+            self.reload(&mut pending).await;
+            return Err(e.into());
+        }
         *self.state.write().await = State::default();
         *pending = Pending::new(0);
+        self.applied.send_replace(0);
         let mut progress = self.catch_up_inner(&mut pending).await;
         if let Ok(p) = &mut progress {
             match self.commit(&mut pending, true).await {
