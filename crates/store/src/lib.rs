@@ -282,8 +282,9 @@ struct Inner {
 /// SQLite has one write lock per database file. When this process's writers (the sequencer, the
 /// access-log writer, the projection) met on it, the loser waited in SQLite's busy handler,
 /// which sleeps 1, 2, 5, 10, … up to 100 ms between tries rather than waking when the lock is
-/// free; under load that made every append wait several milliseconds behind another writer's
-/// sub-millisecond commit. The gate queues them in process instead (FIFO, woken on release).
+/// free, so a writer could wait milliseconds behind another's sub-millisecond commit. The gate
+/// queues them in process instead (FIFO, woken on release); the 2026-12-02 benchmarks could not
+/// separate its effect from noise (BENCHMARKS.md).
 /// `busy_timeout` still covers other processes on the same file. Not used on PostgreSQL, where
 /// the event and access logs have separate locks and the read models none.
 #[derive(Clone, Default)]

@@ -103,6 +103,15 @@ impl Pending {
         self.in_flight.as_ref().map_or(self.committed, |(to, _)| *to)
     }
 
+    /// Lets the commit in flight, if any, finish, whatever its outcome (what it did is in the
+    /// database, which the caller reads or replaces next).
+    async fn drain(&mut self) {
+        if let Some((_, handle)) = self.in_flight.as_mut() {
+            let _ = handle.await;
+            self.in_flight = None;
+        }
+    }
+
     /// Whether the batch just applied up to `to` should be committed now.
     fn due(&self, to: u64) -> bool {
         to - self.base() >= u64::from(BATCH) || self.since.is_some_and(|t| t.elapsed() >= COMMIT_EVERY)
@@ -365,14 +374,18 @@ impl Projector {
         r
     }
 
+    /// [`flush`](Self::flush) when the projection task stops; a failure only costs folding those
+    /// events again at the next start.
+    async fn flush_at_exit(&self) {
+        if let Err(e) = self.flush().await {
+            tracing::warn!(error = %e, "committing the read models failed; the next start folds those events again");
+        }
+    }
+
     /// After a failure: the state as last committed, published (the applied mark may move back;
     /// the same events are folded again). If even that fails, the state stays marked stale.
     async fn reload(&self, pending: &mut Pending) {
-        if let Some((_, handle)) = pending.in_flight.as_mut() {
-            // Whatever it did is in the database, which is read next.
-            let _ = handle.await;
-            pending.in_flight = None;
-        }
+        pending.drain().await;
         pending.stale = true;
         if let Err(e) = self.reload_state(pending).await {
             tracing::error!(error = %e, "reloading the read models failed; retrying before the next batch");
@@ -452,9 +465,7 @@ impl Projector {
             let mut backoff = Duration::from_millis(100);
             loop {
                 if *stopping.borrow() {
-                    if let Err(e) = me.flush().await {
-                        tracing::warn!(error = %e, "committing the read models at shutdown failed; the next start folds those events again");
-                    }
+                    me.flush_at_exit().await;
                     return;
                 }
                 let live = me.applying.lock().await;
@@ -473,9 +484,7 @@ impl Projector {
                 tokio::select! {
                     r = head.changed() => if r.is_err() {
                         // No sequencer (it stopped): commit what is applied, then stop following.
-                        if let Err(e) = me.flush().await {
-                            tracing::warn!(error = %e, "committing the read models failed; the next start folds those events again");
-                        }
+                        me.flush_at_exit().await;
                         return;
                     },
                     _ = tokio::time::sleep(wait) => {}
@@ -495,11 +504,8 @@ impl Projector {
     /// digest of the result.
     pub async fn rebuild(&self) -> Result<(Progress, [u8; 32])> {
         let mut pending = self.applying.lock().await;
-        if let Some((_, handle)) = pending.in_flight.as_mut() {
-            // Its rows are about to be dropped; only let it finish first.
-            let _ = handle.await;
-            pending.in_flight = None;
-        }
+        // Its rows are about to be dropped; only let it finish first.
+        pending.drain().await;
         if let Err(e) = self.store().reset_views(PROJECTION).await {
             self.reload(&mut pending).await;
             return Err(e.into());
