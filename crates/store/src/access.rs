@@ -12,6 +12,10 @@
 //! positions, writes rows, index rows, hashes and a signed checkpoint, commits, and only then
 //! answers. A refused request (duplicate id) writes nothing and does not disturb the others; if
 //! the transaction fails, every request of the round gets the error and nothing is acknowledged.
+//!
+//! The sequencer writes the access record of an append in the append's own transaction, with
+//! the same [`plan`] and insert ([`write_in`]); the two writers share the log's tip
+//! ([`AccessTip`](crate::AccessTip)), held for the whole of any round that writes the access log.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -218,7 +222,7 @@ fn hex(b: &[u8]) -> String {
 
 /// One round against one backend. Generated for both, like the queries.
 macro_rules! round {
-    ($name:ident, $q:ident, $begin:path, $Pool:ty) => {
+    ($name:ident, $q:ident, $begin:path, $Pool:ty, $tip:ident) => {
         async fn $name(
             pool: &$Pool,
             cached: &mut Option<Frontier>,
@@ -227,16 +231,7 @@ macro_rules! round {
         ) -> Result<Plan> {
             use backend::$q as q;
             let mut tx = $begin(pool).await?;
-            let size = q::access_size(&mut *tx).await?;
-            let frontier = match cached.take() {
-                Some(f) if f.size() == size => f,
-                // First round, or another process wrote since our last round.
-                _ => {
-                    let idx = merkle::tree_hash_indexes(size);
-                    let h = q::log_hashes(&mut *tx, backend::Log::Access, &idx).await?;
-                    Frontier::from_hashes(size, h)?
-                }
-            };
+            let frontier = $tip(&mut *tx, cached).await?;
             let ids: Vec<Vec<u8>> = requests.iter().flat_map(|r| r.iter().map(|e| e.access_id.to_vec())).collect();
             let existing: HashSet<[u8; 16]> = q::existing_access_ids(&mut *tx, &ids)
                 .await?
@@ -261,41 +256,92 @@ macro_rules! round {
     };
 }
 
-round!(round_sqlite, sqlite, backend::begin_sqlite, sqlx::SqlitePool);
-round!(round_postgres, postgres, backend::begin_postgres_access, sqlx::PgPool);
+/// The access log's committed tip, read in a transaction that holds its lock: `cached` when it
+/// is still the committed size (taken: a failed round leaves `None`), else from the database.
+macro_rules! tip {
+    ($name:ident, $q:ident) => {
+        pub(crate) async fn $name(conn: &mut backend::$q::Conn, cached: &mut Option<Frontier>) -> Result<Frontier> {
+            use backend::$q as q;
+            let size = q::access_size(&mut *conn).await?;
+            Ok(match cached.take() {
+                Some(f) if f.size() == size => f,
+                // First round, or another process wrote since our last round.
+                _ => {
+                    let idx = merkle::tree_hash_indexes(size);
+                    let h = q::log_hashes(conn, backend::Log::Access, &idx).await?;
+                    Frontier::from_hashes(size, h)?
+                }
+            })
+        }
+    };
+}
+
+tip!(tip_sqlite, sqlite);
+tip!(tip_postgres, postgres);
+
+/// Writes `entries` (one request) into the access log within the caller's transaction, which
+/// must hold the access log's lock; `cached` is the shared tip (held by the caller). Returns the
+/// new tip: the caller stores it in `cached` once its transaction commits. The entries' ids are
+/// new (UUIDv7 made for them), so the database's UNIQUE constraint is their only duplicate check:
+/// a clash fails the caller's whole transaction.
+macro_rules! write_in {
+    ($name:ident, $q:ident, $tip:ident) => {
+        pub(crate) async fn $name(
+            conn: &mut backend::$q::Conn,
+            cached: &mut Option<Frontier>,
+            signer: &LogSigner,
+            entries: &[AccessEntry],
+        ) -> Result<Frontier> {
+            let frontier = $tip(&mut *conn, cached).await?;
+            let plan = plan(frontier, &HashSet::new(), &[entries]);
+            if let Some(Err(e)) = plan.outcomes.into_iter().find(Result::is_err) {
+                return Err(e);
+            }
+            let plan = Plan { outcomes: Vec::new(), ..plan };
+            let size = plan.frontier.size();
+            let root = plan.frontier.root();
+            let cp =
+                SignedCheckpoint { tree_size: size, root, note: signer.sign(size, root)?, signed_at: Timestamp::now() };
+            backend::$q::insert_access(conn, &plan, &cp).await?;
+            Ok(plan.frontier)
+        }
+    };
+}
+
+write_in!(write_in_sqlite, sqlite, tip_sqlite);
+write_in!(write_in_postgres, postgres, tip_postgres);
+
+round!(round_sqlite, sqlite, backend::begin_sqlite, sqlx::SqlitePool, tip_sqlite);
+round!(round_postgres, postgres, backend::begin_postgres_access, sqlx::PgPool, tip_postgres);
 
 /// The writer task: runs until every sender is dropped, answering what was queued.
 pub(crate) async fn run(
     db: Db,
-    signer: LogSigner,
+    signer: Arc<LogSigner>,
     mut rx: mpsc::Receiver<Request>,
     head: Arc<watch::Sender<u64>>,
     writes: crate::WriteGate,
+    tip: crate::AccessTip,
 ) {
-    let mut cached: Option<Frontier> = None;
     while let Some(round) = group::Group::next(&mut rx, MAX_GROUP_ENTRIES).await {
         let result = {
             let requests = round.items();
             let span = tracing::debug_span!("access_round", requests = requests.len());
+            // Gate, then tip, as the sequencer takes them.
             let _gate = writes.enter(&db).await;
+            let mut cached = tip.lock().await;
             match &db {
                 Db::Sqlite(p) => round_sqlite(p, &mut cached, &signer, &requests).instrument(span).await,
                 Db::Postgres(p) => round_postgres(p, &mut cached, &signer, &requests).instrument(span).await,
             }
         };
         let committed = result.as_ref().map(|plan| plan.rows.len()).unwrap_or(0);
-        let outcomes = match result {
-            Ok(plan) => {
-                if !plan.rows.is_empty() {
-                    head.send_replace(plan.frontier.size());
-                }
-                Ok(plan.outcomes)
+        let outcomes = result.map(|plan| {
+            if !plan.rows.is_empty() {
+                head.send_replace(plan.frontier.size());
             }
-            Err(e) => {
-                cached = None;
-                Err(e)
-            }
-        };
+            plan.outcomes
+        });
         round.answer("access", outcomes, committed);
     }
 }

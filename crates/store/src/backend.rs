@@ -925,10 +925,22 @@ pub(crate) async fn begin_postgres_access(pool: &sqlx::PgPool) -> Result<sqlx::T
 
 async fn begin_postgres_locked(pool: &sqlx::PgPool, key: i64) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
     let mut tx = pool.begin().await.map_err(crate::error::db("starting a write transaction"))?;
+    lock_postgres(&mut tx, key).await?;
+    Ok(tx)
+}
+
+/// Takes the access log's lock in a transaction that already holds the event log's (the
+/// sequencer, recording an append's access record): always in that order, so the two writers
+/// never wait on each other in a cycle.
+pub(crate) async fn lock_postgres_access(conn: &mut sqlx::PgConnection) -> Result<()> {
+    lock_postgres(conn, POSTGRES_ACCESS_LOCK).await
+}
+
+async fn lock_postgres(conn: &mut sqlx::PgConnection, key: i64) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(key)
-        .execute(&mut *tx)
+        .execute(conn)
         .await
         .map_err(crate::error::db("taking the log lock"))?;
-    Ok(tx)
+    Ok(())
 }

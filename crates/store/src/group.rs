@@ -9,34 +9,38 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{Error, Result};
 
-/// One caller's items and where to send its outcome.
-pub(crate) struct Request<T, O> {
+/// One caller's items, what the writer needs beside them (`A`), and where to send its outcome.
+pub(crate) struct Request<T, O, A = ()> {
     pub(crate) items: Vec<T>,
+    pub(crate) attached: A,
     pub(crate) reply: oneshot::Sender<Result<O>>,
 }
 
 /// The way to a writer task: `None` before it starts and after shutdown.
-pub(crate) type Slot<T, O> = Mutex<Option<mpsc::Sender<Request<T, O>>>>;
+pub(crate) type Slot<T, O, A = ()> = Mutex<Option<mpsc::Sender<Request<T, O, A>>>>;
 
-/// Hands `items` to the writer behind `slot` and waits for its answer; `closed` says why there is
-/// no writer.
-pub(crate) async fn submit<T, O>(slot: &Slot<T, O>, items: Vec<T>, closed: &str) -> Result<O> {
+/// Hands `items` (and `attached`) to the writer behind `slot` and waits for its answer; `closed`
+/// says why there is no writer.
+pub(crate) async fn submit<T, O, A>(slot: &Slot<T, O, A>, items: Vec<T>, attached: A, closed: &str) -> Result<O> {
     let sender = slot.lock().expect("writer lock").clone().ok_or_else(|| Error::Unavailable(closed.into()))?;
     let (reply, rx) = oneshot::channel();
-    sender.send(Request { items, reply }).await.map_err(|_| Error::Unavailable("the log is shutting down".into()))?;
+    sender
+        .send(Request { items, attached, reply })
+        .await
+        .map_err(|_| Error::Unavailable("the log is shutting down".into()))?;
     rx.await.map_err(|_| Error::Unavailable("the log stopped before answering".into()))?
 }
 
 /// The requests of one round.
-pub(crate) struct Group<T, O> {
-    requests: Vec<Request<T, O>>,
+pub(crate) struct Group<T, O, A = ()> {
+    requests: Vec<Request<T, O, A>>,
     started: std::time::Instant,
 }
 
-impl<T, O> Group<T, O> {
+impl<T, O, A> Group<T, O, A> {
     /// Waits for a request, then takes every request waiting behind it, up to `max_items` items;
     /// `None` once every sender is dropped and nothing is left.
-    pub(crate) async fn next(rx: &mut mpsc::Receiver<Request<T, O>>, max_items: usize) -> Option<Self> {
+    pub(crate) async fn next(rx: &mut mpsc::Receiver<Request<T, O, A>>, max_items: usize) -> Option<Self> {
         let first = rx.recv().await?;
         let started = std::time::Instant::now();
         let mut n = first.items.len();
@@ -56,6 +60,11 @@ impl<T, O> Group<T, O> {
     /// Each request's items, in arrival order.
     pub(crate) fn items(&self) -> Vec<&[T]> {
         self.requests.iter().map(|r| r.items.as_slice()).collect()
+    }
+
+    /// What each request attached, in arrival order.
+    pub(crate) fn attached(&self) -> Vec<&A> {
+        self.requests.iter().map(|r| &r.attached).collect()
     }
 
     /// Answers each request with its outcome, or every request with the round's error (`what`

@@ -16,6 +16,8 @@
 //! Beside it, the **access log** (module `access`, [`Store::record_access`]) is a second
 //! append-only Merkle log with the same guarantees, written by its own group-commit writer
 //! (started by [`Store::start_access_log`]) and proven by the same code, parametrised by log.
+//! An append's own access record is written by the sequencer in the append's transaction
+//! ([`Store::append_recorded`]); the two writers share the access log's tip.
 
 mod access;
 mod backend;
@@ -262,9 +264,20 @@ macro_rules! dispatch {
     };
 }
 
+/// Builds the access record of an accepted append from its receipts, inside the sequencer's
+/// transaction (see [`Store::append_recorded`]). Called once per accepted request, with the
+/// log's locks held: keep it cheap (decode and gather before appending, not in here).
+pub type AppendRecord = Arc<dyn Fn(&[Receipt]) -> AccessEntry + Send + Sync>;
+
+/// The access log's tip as this process last committed it, shared by its two writers (the
+/// access-log writer and the sequencer, which records an append's access record in the append's
+/// own transaction). Held for the whole of a round that writes the access log; `None` after a
+/// failed round or before the first (it is then read from the database).
+pub(crate) type AccessTip = Arc<tokio::sync::Mutex<Option<merkle::Frontier>>>;
+
 struct Inner {
     db: Db,
-    sequencer: group::Slot<NewEvent, Vec<Receipt>>,
+    sequencer: group::Slot<NewEvent, Vec<Receipt>, Option<AppendRecord>>,
     sequencer_done: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     head: watch::Receiver<u64>,
     access: group::Slot<AccessEntry, Vec<u64>>,
@@ -272,6 +285,10 @@ struct Inner {
     /// Whether the access-log writer was ever started (it is started at most once).
     access_started: std::sync::atomic::AtomicBool,
     access_head: Arc<watch::Sender<u64>>,
+    /// The access log's signer, set when its writer is started; the sequencer signs the access
+    /// log's checkpoints with it too.
+    access_signer: Arc<std::sync::OnceLock<Arc<LogSigner>>>,
+    access_tip: AccessTip,
     keys: std::sync::RwLock<HashMap<String, KeyRecord>>,
     agencies: std::sync::RwLock<HashMap<String, AgencyRecord>>,
     options: Options,
@@ -298,6 +315,22 @@ impl WriteGate {
             Db::Postgres(_) => None,
         }
     }
+}
+
+const APPENDS_CLOSED: &str = "the log is not accepting appends (read-only or shutting down)";
+const ACCESS_CLOSED: &str = "the access log is not accepting records (not started or shutting down)";
+
+fn check_batch(events: &[NewEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Err(Error::Invalid("a batch needs at least one event".into()));
+    }
+    if events.len() > MAX_BATCH_EVENTS {
+        return Err(Error::Invalid(format!(
+            "a batch may hold at most {MAX_BATCH_EVENTS} events, found {}",
+            events.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The event log. Cheap to clone; all clones share one sequencer.
@@ -360,10 +393,24 @@ impl Store {
         let access_size = dispatch!(&db, |q, pool| q::access_size(pool).await)?;
         let (head_tx, head_rx) = watch::channel(size);
         let writes = WriteGate::default();
+        let access_head = Arc::new(watch::Sender::new(access_size));
+        let access_signer: Arc<std::sync::OnceLock<Arc<LogSigner>>> = Default::default();
+        let access_tip = AccessTip::default();
         let (tx, handle) = match signer {
             Some(signer) => {
                 let (tx, rx) = mpsc::channel(1024);
-                let handle = tokio::spawn(sequencer::run(db.clone(), signer, rx, head_tx, writes.clone()));
+                let handle = tokio::spawn(sequencer::run(
+                    db.clone(),
+                    signer,
+                    rx,
+                    head_tx,
+                    writes.clone(),
+                    sequencer::AccessWriter {
+                        signer: access_signer.clone(),
+                        tip: access_tip.clone(),
+                        head: access_head.clone(),
+                    },
+                ));
                 (Some(tx), Some(handle))
             }
             None => (None, None),
@@ -377,7 +424,9 @@ impl Store {
                 access: Mutex::new(None),
                 access_done: Mutex::new(None),
                 access_started: Default::default(),
-                access_head: Arc::new(watch::Sender::new(access_size)),
+                access_head,
+                access_signer,
+                access_tip,
                 keys: Default::default(),
                 agencies: Default::default(),
                 options,
@@ -390,17 +439,23 @@ impl Store {
     /// whose events are all already recorded with identical bytes returns the original receipts.
     #[tracing::instrument(name = "store.append", skip_all)]
     pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Receipt>> {
-        if events.is_empty() {
-            return Err(Error::Invalid("a batch needs at least one event".into()));
+        check_batch(&events)?;
+        group::submit(&self.inner.sequencer, events, None, APPENDS_CLOSED).await
+    }
+
+    /// Appends one request's events as [`Store::append`] does and, in the same transaction,
+    /// records in the access log the entry `record` builds from the receipts (also for an
+    /// idempotent resend, which is another access). One commit makes both durable, so an append
+    /// is never recorded without its access record (DPA 2018 s.62: collection is logged) and
+    /// costs one fsync, not two. [`Error::Unavailable`] when the access-log writer is not
+    /// started.
+    #[tracing::instrument(name = "store.append_recorded", skip_all)]
+    pub async fn append_recorded(&self, events: Vec<NewEvent>, record: AppendRecord) -> Result<Vec<Receipt>> {
+        check_batch(&events)?;
+        if self.inner.access.lock().expect("access writer lock").is_none() {
+            return Err(Error::Unavailable(ACCESS_CLOSED.into()));
         }
-        if events.len() > MAX_BATCH_EVENTS {
-            return Err(Error::Invalid(format!(
-                "a batch may hold at most {MAX_BATCH_EVENTS} events, found {}",
-                events.len()
-            )));
-        }
-        group::submit(&self.inner.sequencer, events, "the log is not accepting appends (read-only or shutting down)")
-            .await
+        group::submit(&self.inner.sequencer, events, Some(record), APPENDS_CLOSED).await
     }
 
     /// Stops accepting appends and access records, lets the sequencer and the access-log writer
@@ -427,6 +482,8 @@ impl Store {
             tracing::warn!("the access-log writer is already started; ignoring the second start");
             return;
         }
+        let signer = Arc::new(signer);
+        let _ = self.inner.access_signer.set(signer.clone());
         let (tx, rx) = mpsc::channel(1024);
         let handle = tokio::spawn(access::run(
             self.inner.db.clone(),
@@ -434,6 +491,7 @@ impl Store {
             rx,
             self.inner.access_head.clone(),
             self.inner.writes.clone(),
+            self.inner.access_tip.clone(),
         ));
         *self.inner.access.lock().expect("access writer lock") = Some(tx);
         *self.inner.access_done.lock().expect("access writer lock") = Some(handle);
@@ -452,15 +510,14 @@ impl Store {
                 entries.len()
             )));
         }
-        const CLOSED: &str = "the access log is not accepting records (not started or shutting down)";
         if entries.is_empty() {
             // Nothing to record, but only a started writer says so.
             return match self.inner.access.lock().expect("access writer lock").is_some() {
                 true => Ok(Vec::new()),
-                false => Err(Error::Unavailable(CLOSED.into())),
+                false => Err(Error::Unavailable(ACCESS_CLOSED.into())),
             };
         }
-        group::submit(&self.inner.access, entries, CLOSED).await
+        group::submit(&self.inner.access, entries, (), ACCESS_CLOSED).await
     }
 
     /// The committed access-log size, read from the database.

@@ -6,8 +6,14 @@
 //! events, their Merkle hashes, registry effects and a signed checkpoint, commits, and only then
 //! answers. Requests refused by the rules change nothing and do not affect the others; if the
 //! transaction fails, every request of the round gets the error and nothing is acknowledged.
+//!
+//! A request may carry the means to build its access record ([`AppendRecord`]): for each such
+//! request accepted, the round writes that record into the access log in the same transaction
+//! (taking the access log's tip and, on PostgreSQL, its lock after the event log's), so the
+//! append and its access record are durable together or not at all.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
 use tracing::Instrument;
 
 use accord_domain::checkpoint::LogSigner;
@@ -17,13 +23,32 @@ use accord_domain::{EventId, Timestamp};
 use tokio::sync::{mpsc, watch};
 
 use crate::backend::{self, Head};
-use crate::group;
+use crate::{AccessEntry, AccessTip, AppendRecord, access, group};
 use crate::{
     AgencyRecord, Db, Error, KeyRecord, MAX_GROUP_EVENTS, NewEvent, Receipt, RecordedEvent, Result, SignedCheckpoint,
 };
 
 /// A request to the sequencer.
-pub(crate) type Request = group::Request<NewEvent, Vec<Receipt>>;
+pub(crate) type Request = group::Request<NewEvent, Vec<Receipt>, Option<AppendRecord>>;
+
+/// What the sequencer needs to write appends' access records: the access log's signer (set when
+/// its writer starts), the tip it shares with that writer, and the access head to advance.
+pub(crate) struct AccessWriter {
+    pub(crate) signer: Arc<OnceLock<Arc<LogSigner>>>,
+    pub(crate) tip: AccessTip,
+    pub(crate) head: Arc<watch::Sender<u64>>,
+}
+
+/// A committed round: its plan, and the access log's new size if it wrote access records.
+pub(crate) struct Round {
+    pub(crate) plan: Plan,
+    pub(crate) access_size: Option<u64>,
+}
+
+/// SQLite has one write lock, which the round's `BEGIN IMMEDIATE` holds.
+async fn no_access_lock(_: &mut sqlx::SqliteConnection) -> Result<()> {
+    Ok(())
+}
 
 /// What the database said under the lock.
 pub(crate) struct Snapshot {
@@ -327,13 +352,15 @@ pub(crate) fn plan(snap: &Snapshot, frontier: Frontier, now: Timestamp, requests
 
 /// One round against one backend. Generated for both, like the queries.
 macro_rules! round {
-    ($name:ident, $q:ident, $begin:path, $Pool:ty) => {
+    ($name:ident, $q:ident, $begin:path, $Pool:ty, $lock_access:path, $write_access:path) => {
         async fn $name(
             pool: &$Pool,
             cached: &mut Option<Frontier>,
             signer: &LogSigner,
             requests: &[&[NewEvent]],
-        ) -> Result<Plan> {
+            records: &[Option<AppendRecord>],
+            access: &AccessWriter,
+        ) -> Result<Round> {
             use backend::$q as q;
             let mut tx = $begin(pool).await?;
             let head = q::head(&mut *tx).await?;
@@ -377,25 +404,64 @@ macro_rules! round {
                 },
             };
             let plan = plan(&snap, frontier.clone(), Timestamp::now(), requests);
-            if plan.events.is_empty() {
+            // The access records of the accepted requests that asked for one (a resend too).
+            let entries: Vec<AccessEntry> = plan
+                .outcomes
+                .iter()
+                .zip(records)
+                .filter_map(|(outcome, record)| match (outcome, record) {
+                    (Ok(receipts), Some(record)) => Some(record(receipts)),
+                    _ => None,
+                })
+                .collect();
+            if plan.events.is_empty() && entries.is_empty() {
                 tx.rollback().await.map_err(crate::error::db("ending a read-only round"))?;
                 *cached = Some(frontier);
-                return Ok(plan);
+                return Ok(Round { plan, access_size: None });
             }
-            let size = plan.frontier.size();
-            let root = plan.frontier.root();
-            let cp =
-                SignedCheckpoint { tree_size: size, root, note: signer.sign(size, root)?, signed_at: Timestamp::now() };
-            q::insert(&mut *tx, &plan, &cp).await?;
+            if !plan.events.is_empty() {
+                let size = plan.frontier.size();
+                let root = plan.frontier.root();
+                let cp = SignedCheckpoint {
+                    tree_size: size,
+                    root,
+                    note: signer.sign(size, root)?,
+                    signed_at: Timestamp::now(),
+                };
+                q::insert(&mut *tx, &plan, &cp).await?;
+            }
+            // After the event log's lock, the access log's tip, then (PostgreSQL) its lock.
+            let mut access_tip = None;
+            if !entries.is_empty() {
+                let access_signer = access.signer.get().ok_or_else(|| {
+                    Error::Unavailable("the access log is not accepting records (not started)".into())
+                })?;
+                let mut tip = access.tip.lock().await;
+                $lock_access(&mut *tx).await?;
+                let written = $write_access(&mut *tx, &mut tip, access_signer, &entries).await?;
+                access_tip = Some((tip, written));
+            }
             tx.commit().await.map_err(crate::error::db("committing appended events"))?;
             *cached = Some(plan.frontier.clone());
-            Ok(plan)
+            let access_size = access_tip.map(|(mut tip, written)| {
+                let size = written.size();
+                *tip = Some(written);
+                size
+            });
+            Ok(Round { plan, access_size })
         }
     };
 }
 
-round!(round_sqlite, sqlite, backend::begin_sqlite, sqlx::SqlitePool);
-round!(round_postgres, postgres, backend::begin_postgres, sqlx::PgPool);
+round!(round_sqlite, sqlite, backend::begin_sqlite, sqlx::SqlitePool, no_access_lock, access::write_in_sqlite);
+round!(
+    round_postgres,
+    postgres,
+    backend::begin_postgres,
+    sqlx::PgPool,
+    backend::lock_postgres_access,
+    access::write_in_postgres
+);
 
 pub(crate) async fn run(
     db: Db,
@@ -403,23 +469,32 @@ pub(crate) async fn run(
     mut rx: mpsc::Receiver<Request>,
     head: watch::Sender<u64>,
     writes: crate::WriteGate,
+    access: AccessWriter,
 ) {
     let mut cached: Option<Frontier> = None;
     while let Some(round) = group::Group::next(&mut rx, MAX_GROUP_EVENTS).await {
         let result = {
             let requests = round.items();
+            let records: Vec<Option<AppendRecord>> = round.attached().into_iter().cloned().collect();
             let span = tracing::debug_span!("events_round", requests = requests.len());
             let _gate = writes.enter(&db).await;
             match &db {
-                Db::Sqlite(p) => round_sqlite(p, &mut cached, &signer, &requests).instrument(span).await,
-                Db::Postgres(p) => round_postgres(p, &mut cached, &signer, &requests).instrument(span).await,
+                Db::Sqlite(p) => {
+                    round_sqlite(p, &mut cached, &signer, &requests, &records, &access).instrument(span).await
+                }
+                Db::Postgres(p) => {
+                    round_postgres(p, &mut cached, &signer, &requests, &records, &access).instrument(span).await
+                }
             }
         };
-        let committed = result.as_ref().map(|plan| plan.events.len()).unwrap_or(0);
+        let committed = result.as_ref().map(|r| r.plan.events.len()).unwrap_or(0);
         let outcomes = match result {
-            Ok(plan) => {
+            Ok(Round { plan, access_size }) => {
                 if !plan.events.is_empty() {
                     head.send_replace(plan.frontier.size());
+                }
+                if let Some(size) = access_size {
+                    access.head.send_replace(size);
                 }
                 Ok(plan.outcomes)
             }

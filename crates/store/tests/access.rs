@@ -2,11 +2,13 @@
 //! in CI). Records are opaque bytes to the store.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use accord_domain::Timestamp;
 use accord_domain::checkpoint::{LogSigner, verify_checkpoint};
 use accord_domain::merkle::{self, Frontier};
-use accord_store::{AccessEntry, AccessFilter, Error, Options, RecordedAccess, Store};
+use accord_domain::payload::RegistryEffect;
+use accord_domain::{AgencyId, EventId, EventType, ExpectedVersion, KeyId, SYSTEM_AGENCY, StreamId, Timestamp};
+use accord_store::{AccessEntry, AccessFilter, AppendRecord, Error, NewEvent, Options, Receipt, RecordedAccess, Store};
 use ed25519_dalek::SigningKey;
 
 struct Fixture {
@@ -358,6 +360,124 @@ async fn the_access_log_is_independent_of_the_event_log_and_survives_reopening(f
     assert_eq!(unstarted.accesses(&AccessFilter::default()).await.unwrap().len(), 42);
 }
 
+fn event(stream: &str, agency: &str, key: &str, effect: RegistryEffect) -> NewEvent {
+    let id = EventId::new();
+    NewEvent {
+        event_id: id,
+        stream: StreamId::parse(stream).unwrap(),
+        expected: ExpectedVersion::Any,
+        event_type: EventType::parse("accord.v1.Test").unwrap(),
+        author_agency: AgencyId::parse(agency).unwrap(),
+        key_id: KeyId::parse(key).unwrap(),
+        body: format!("body of {id}").into_bytes(),
+        signature: vec![7; 64],
+        effect,
+        policy_version: None,
+    }
+}
+
+/// The access record of an append: its receipts' positions, as the Ledger service builds it.
+fn append_record(user: &'static str) -> AppendRecord {
+    Arc::new(move |receipts: &[Receipt]| {
+        let positions: Vec<String> = receipts.iter().map(|r| format!("pos:{}", r.position)).collect();
+        let mut e = entry(9, "met-police", user, true, &["nominal:n-1"], &[]);
+        e.record = format!("append by {user} at {positions:?}").into_bytes();
+        e.items = positions;
+        e
+    })
+}
+
+async fn an_append_and_its_access_record_commit_together(f: Fixture) {
+    let key = KeyId::parse("sys").unwrap();
+    let sys = AgencyId::parse(SYSTEM_AGENCY).unwrap();
+    let public_key = SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes();
+    let register = event(
+        &format!("agency-{SYSTEM_AGENCY}"),
+        SYSTEM_AGENCY,
+        "sys",
+        RegistryEffect::RegisterKey { key_id: key.clone(), agency: sys.clone(), public_key },
+    );
+    let receipts = f.store.append_recorded(vec![register.clone()], append_record("admin")).await.unwrap();
+    assert_eq!(receipts[0].position, 0);
+    let rows = all(&f.store).await;
+    assert_eq!(rows.len(), 1, "the append's access record is in the access log");
+    assert_eq!(rows[0].record, b"append by admin at [\"pos:0\"]".to_vec(), "built from the receipts");
+    let found = f.store.accesses(&AccessFilter { item: Some("pos:0".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(found.len(), 1, "and indexed");
+
+    // A resend is another access: the same receipts, another record.
+    assert_eq!(f.store.append_recorded(vec![register.clone()], append_record("admin")).await.unwrap(), receipts);
+    assert_eq!(f.store.access_log_size().await.unwrap(), 2);
+    // A refused append records nothing here (the service records the refusal itself).
+    let mut conflict = event("stream-a", SYSTEM_AGENCY, "sys", RegistryEffect::None);
+    conflict.expected = ExpectedVersion::Exact(5);
+    assert!(matches!(f.store.append_recorded(vec![conflict], append_record("admin")).await, Err(Error::Conflict(_))));
+    assert_eq!(f.store.access_log_size().await.unwrap(), 2);
+
+    // Appends with records, plain access records and plain appends, from this store and from a
+    // second one on the same database (another server process), all at once: both logs stay
+    // gap-free and every checkpoint of the access log is right, whichever writer wrote it.
+    let other = open(&f.url).await;
+    let mut tasks = Vec::new();
+    for (i, s) in [f.store.clone(), other.clone()].into_iter().enumerate() {
+        for kind in 0..3 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                for j in 0..15 {
+                    let e = event(&format!("stream-{i}-{kind}"), SYSTEM_AGENCY, "sys", RegistryEffect::None);
+                    match kind {
+                        0 => drop(s.append_recorded(vec![e], append_record("writer")).await.unwrap()),
+                        1 => {
+                            drop(s.record_access(vec![entry(j, "met-police", "reader", true, &[], &[])]).await.unwrap())
+                        }
+                        _ => drop(s.append(vec![e]).await.unwrap()),
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(f.store.log_size().await.unwrap(), 1 + 4 * 15);
+    assert_eq!(all(&f.store).await.len(), 2 + 4 * 15);
+    check_tree(&f.store).await;
+    check_tree(&other).await;
+    other.shutdown().await;
+
+    // If the access record cannot be written, the events are not recorded either.
+    let refuse = if f.store.is_postgres() {
+        "CREATE FUNCTION refuse_insert() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'insert refused for the test'; END $$; \
+         CREATE TRIGGER refuse_insert BEFORE INSERT ON access_log FOR EACH ROW EXECUTE FUNCTION refuse_insert();"
+    } else {
+        "CREATE TRIGGER refuse_insert BEFORE INSERT ON access_log \
+         BEGIN SELECT RAISE(ABORT, 'insert refused for the test'); END;"
+    };
+    f.store.execute_raw_for_tests(refuse).await.unwrap();
+    let size = f.store.log_size().await.unwrap();
+    let head = *f.store.watch_head().borrow();
+    let e = event("stream-z", SYSTEM_AGENCY, "sys", RegistryEffect::None);
+    let r = f.store.append_recorded(vec![e.clone()], append_record("writer")).await;
+    assert!(matches!(r, Err(Error::Database { .. })), "{r:?}");
+    assert_eq!(f.store.log_size().await.unwrap(), size, "no event without its access record");
+    assert_eq!(*f.store.watch_head().borrow(), head, "nor announced to subscribers");
+    let drop =
+        if f.store.is_postgres() { "DROP TRIGGER refuse_insert ON access_log" } else { "DROP TRIGGER refuse_insert" };
+    f.store.execute_raw_for_tests(drop).await.unwrap();
+    // Plain appends go on meanwhile, and the same events are accepted once records can be written.
+    assert_eq!(f.store.append_recorded(vec![e], append_record("writer")).await.unwrap()[0].position, size);
+    check_tree(&f.store).await;
+
+    // Without an access-log writer, an append that must be recorded is refused up front.
+    f.store.shutdown().await;
+    let unstarted = Store::open(&f.url, Some(event_signer()), Options::default()).await.unwrap();
+    let e = event("stream-y", SYSTEM_AGENCY, "sys", RegistryEffect::None);
+    assert!(matches!(unstarted.append_recorded(vec![e], append_record("w")).await, Err(Error::Unavailable(_))));
+    assert_eq!(unstarted.log_size().await.unwrap(), size + 1);
+    unstarted.shutdown().await;
+}
+
 macro_rules! suite {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -381,6 +501,7 @@ macro_rules! backends {
             access_tables_refuse_update_and_delete,
             a_failed_round_fails_every_request_and_writes_nothing,
             the_access_log_is_independent_of_the_event_log_and_survives_reopening,
+            an_append_and_its_access_record_commit_together,
         );
     )*};
 }

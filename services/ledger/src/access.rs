@@ -269,7 +269,7 @@ impl AccessLog {
         Self { store, recording: false }
     }
 
-    fn record(&self, call: &Call, d: Disclosed, outcome: Result<[u8; 32], &Status>) -> pb::AccessRecord {
+    fn record(call: &Call, d: Disclosed, outcome: Result<[u8; 32], &Status>) -> pb::AccessRecord {
         let who = call.who.as_ref();
         let (purpose, legal_basis) = match d.stated {
             Some(s) => s,
@@ -325,11 +325,37 @@ impl AccessLog {
         Ok(self.store.record_access(vec![entry(&record)]).await?[0])
     }
 
+    /// The access record of an append by `call`'s caller, for the store to write in the append's
+    /// own transaction ([`Store::append_recorded`]): `written` is what the events disclose,
+    /// gathered before appending; the receipts add the records written, the log size and the
+    /// answer's digest (the [`pb::AppendResponse`] the caller is sent). `None` when this
+    /// recorder records nothing (benchmarks only).
+    pub fn for_append(&self, call: &Call, written: Disclosed) -> Option<accord_store::AppendRecord> {
+        if !self.recording {
+            return None;
+        }
+        let call = call.clone();
+        let agency = call.who.as_ref().map(|w| w.agency.to_string()).unwrap_or_default();
+        Some(std::sync::Arc::new(move |receipts: &[accord_store::Receipt]| {
+            let mut d = written.clone();
+            for r in receipts {
+                d.records.push(pb::RecordRef {
+                    position: r.position,
+                    source_agency: agency.clone(),
+                    ..Default::default()
+                });
+                d.log_size = d.log_size.max(r.position + 1);
+            }
+            let answer = append_response(receipts);
+            entry(&Self::record(&call, d, Ok(digest(&answer))))
+        }))
+    }
+
     /// Records a granted call whose answer has digest `digest` ([`digest`] or [`stream_digest`]).
     /// Only when this returns `Ok` may the answer be sent: otherwise the caller gets UNAVAILABLE
     /// and no data.
     pub async fn granted(&self, call: &Call, d: Disclosed, digest: [u8; 32]) -> Result<(), Status> {
-        let record = self.record(call, d, Ok(digest));
+        let record = Self::record(call, d, Ok(digest));
         match self.write(record).await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -350,7 +376,7 @@ impl AccessLog {
                 opentelemetry::KeyValue::new("rpc.grpc.status_code", status.code() as i64),
             ],
         );
-        let record = self.record(call, Disclosed::default(), Err(&status));
+        let record = Self::record(call, Disclosed::default(), Err(&status));
         if let Err(e) = self.write(record).await {
             tracing::error!(error = %e, service = call.service, method = call.method, "denied access not recorded");
         }
@@ -372,6 +398,11 @@ impl AccessLog {
             Err(s) => Err(self.denied(call, s).await),
         }
     }
+}
+
+/// The answer to an append: its receipts, in order.
+pub fn append_response(receipts: &[accord_store::Receipt]) -> pb::AppendResponse {
+    pb::AppendResponse { receipts: receipts.iter().cloned().map(crate::convert::receipt).collect() }
 }
 
 /// Refused and failed calls, by service, method and status (an OpenTelemetry counter; a no-op

@@ -728,7 +728,14 @@ impl Ledger {
         if log == pb::Log::Access as i32 { access_origin(&self.origin) } else { self.origin.clone() }
     }
 
-    async fn append_as(&self, who: &Principal, request: Vec<pb::SignedEvent>) -> Result<Vec<accord_store::Receipt>> {
+    /// Appends `request` as `who`, with its access record `record` in the same transaction when
+    /// given.
+    async fn append_as(
+        &self,
+        who: &Principal,
+        request: Vec<pb::SignedEvent>,
+        record: Option<accord_store::AppendRecord>,
+    ) -> Result<Vec<accord_store::Receipt>> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -739,7 +746,11 @@ impl Ledger {
                 r => r?,
             };
             let adopts = events.iter().any(|e| matches!(e.effect, RegistryEffect::AdoptPolicy));
-            match self.store.append(events).await {
+            let appended = match &record {
+                Some(record) => self.store.append_recorded(events, record.clone()).await,
+                None => self.store.append(events).await,
+            };
+            match appended {
                 // Another policy was adopted (by another request or server process) between the
                 // check and the recording: check again under it.
                 Err(accord_store::Error::PolicyChanged(_)) if attempt < 3 => {
@@ -819,13 +830,14 @@ pub fn access_origin(origin: &str) -> String {
     format!("{origin}/access")
 }
 
-/// What an accepted append recorded, for its access record: collection, alteration (a
-/// correction), erasure, and disclosure to the events' addressees.
-fn written(events: &[pb::SignedEvent], receipts: &[accord_store::Receipt], who: &Principal) -> Disclosed {
+/// What an append records, for its access record: collection, alteration (a correction),
+/// erasure, and disclosure to the events' addressees. Gathered before appending; the records
+/// written are added from the receipts ([`access::AccessLog::for_append`]).
+fn written(events: &[pb::SignedEvent], who: &Principal) -> Disclosed {
     use prost::Message as _;
     let mut d = Disclosed::default();
     let (mut purposes, mut bases): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
-    for (e, r) in events.iter().zip(receipts) {
+    for e in events {
         let Ok(body) = pb::EventBody::decode(e.body.as_slice()) else { continue };
         d.action(match body.event_type.as_str() {
             "RecordCorrected" => pb::AccessAction::Alteration,
@@ -847,12 +859,6 @@ fn written(events: &[pb::SignedEvent], receipts: &[accord_store::Receipt], who: 
                 bases.push(lb.statute);
             }
         }
-        d.records.push(pb::RecordRef {
-            position: r.position,
-            source_agency: who.agency.to_string(),
-            ..Default::default()
-        });
-        d.log_size = d.log_size.max(r.position + 1);
     }
     d.stated = Some((purposes.join("; "), bases.join("; ")));
     d
@@ -900,25 +906,18 @@ impl pb::ledger_server::Ledger for Ledger {
             call.authenticated(&who);
             tracing::Span::current().record("agency", who.agency.as_str());
             let request = req.into_inner().events;
-            let receipts = self.append_as(&who, request.clone()).await?;
+            // The access record is written in the append's own transaction: the events and
+            // their record are durable together, or neither is.
+            let record = self.access.for_append(&call, written(&request, &who));
+            let receipts = self.append_as(&who, request, record).await?;
             if let Some(r) = receipts.first() {
                 tracing::Span::current().record("first_position", r.position);
             }
-            let disclosed = written(&request, &receipts, &who);
-            let answer = pb::AppendResponse { receipts: receipts.into_iter().map(convert::receipt).collect() };
-            Ok::<_, Status>((answer, disclosed))
+            Ok::<_, Status>(access::append_response(&receipts))
         }
         .await;
-        // The events are durable once appended; if their access record then fails, the caller
-        // is told so, and to resend the same signed events (the same ids return the same receipts
-        // and the access is recorded then).
         match outcome {
-            Ok((answer, d)) => match self.access.granted(&call, d, access::digest(&answer)).await {
-                Ok(()) => Ok(Response::new(answer)),
-                Err(_) => Err(Status::unavailable(
-                    "the events were recorded, but their access record could not be written; resend the same signed events (same event ids) to get the receipts",
-                )),
-            },
+            Ok(answer) => Ok(Response::new(answer)),
             Err(s) => Err(self.access.denied(&call, s).await),
         }
     }
