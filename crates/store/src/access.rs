@@ -8,14 +8,16 @@
 //! Writes go through one writer task per process, like the sequencer but with a single rule (an
 //! access id is recorded once): each round takes every request waiting, opens one transaction
 //! holding the access log's lock (`BEGIN IMMEDIATE` in SQLite; in PostgreSQL an advisory lock of
-//! its own, so access writes never wait on event appends), reads the head, assigns gap-free
+//! its own, so access writes do not wait on appends that record no access), reads the head, assigns gap-free
 //! positions, writes rows, index rows, hashes and a signed checkpoint, commits, and only then
 //! answers. A refused request (duplicate id) writes nothing and does not disturb the others; if
 //! the transaction fails, every request of the round gets the error and nothing is acknowledged.
 //!
 //! The sequencer writes the access record of an append in the append's own transaction, with
-//! the same [`plan`] and insert ([`write_in`]); the two writers share the log's tip
-//! ([`AccessTip`](crate::AccessTip)), held for the whole of any round that writes the access log.
+//! the same [`plan`] and insert (`write_in_*`); the two writers share the log's tip
+//! ([`AccessTip`](crate::AccessTip)), taken after the access log's database lock and held until
+//! the round commits. So an access round also waits for an append round that records an access
+//! (on PostgreSQL the sequencer holds the event log's lock and then takes the access log's).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -225,13 +227,16 @@ macro_rules! round {
     ($name:ident, $q:ident, $begin:path, $Pool:ty, $tip:ident) => {
         async fn $name(
             pool: &$Pool,
-            cached: &mut Option<Frontier>,
+            tip: &crate::AccessTip,
             signer: &LogSigner,
             requests: &[&[AccessEntry]],
         ) -> Result<Plan> {
             use backend::$q as q;
             let mut tx = $begin(pool).await?;
-            let frontier = $tip(&mut *tx, cached).await?;
+            // The database's lock first, then the tip (as the sequencer): the tip is only ever
+            // waited for by a writer that already holds the access log's lock, so never long.
+            let mut cached = tip.lock().await;
+            let frontier = $tip(&mut *tx, &mut cached).await?;
             let ids: Vec<Vec<u8>> = requests.iter().flat_map(|r| r.iter().map(|e| e.access_id.to_vec())).collect();
             let existing: HashSet<[u8; 16]> = q::existing_access_ids(&mut *tx, &ids)
                 .await?
@@ -327,18 +332,16 @@ pub(crate) async fn run(
         let result = {
             let requests = round.items();
             let span = tracing::debug_span!("access_round", requests = requests.len());
-            // Gate, then tip, as the sequencer takes them.
             let _gate = writes.enter(&db).await;
-            let mut cached = tip.lock().await;
             match &db {
-                Db::Sqlite(p) => round_sqlite(p, &mut cached, &signer, &requests).instrument(span).await,
-                Db::Postgres(p) => round_postgres(p, &mut cached, &signer, &requests).instrument(span).await,
+                Db::Sqlite(p) => round_sqlite(p, &tip, &signer, &requests).instrument(span).await,
+                Db::Postgres(p) => round_postgres(p, &tip, &signer, &requests).instrument(span).await,
             }
         };
         let committed = result.as_ref().map(|plan| plan.rows.len()).unwrap_or(0);
         let outcomes = result.map(|plan| {
             if !plan.rows.is_empty() {
-                head.send_replace(plan.frontier.size());
+                crate::advance(&head, plan.frontier.size());
             }
             plan.outcomes
         });

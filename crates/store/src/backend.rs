@@ -68,7 +68,8 @@ const SMALL_LOOKUP: usize = 16;
 /// The PostgreSQL advisory lock key that serialises appends across server processes.
 pub(crate) const POSTGRES_LOG_LOCK: i64 = 0x6163_636f_7264_0001; // "accord" + 1
 /// The PostgreSQL advisory lock key that serialises access-log writes across server processes
-/// (distinct from [`POSTGRES_LOG_LOCK`], so access writes never wait on event appends).
+/// (distinct from [`POSTGRES_LOG_LOCK`]: access writes wait only on the appends that record their
+/// own access, which take it after the event log's lock).
 pub(crate) const POSTGRES_ACCESS_LOCK: i64 = 0x6163_636f_7264_0002; // "accord" + 2
 
 macro_rules! backend {

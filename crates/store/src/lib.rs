@@ -317,6 +317,18 @@ impl WriteGate {
     }
 }
 
+/// Advances a log's announced size to `size` unless it is already there or beyond (two writers
+/// announce the access log's size, each after its own commit, so a later send may be older).
+pub(crate) fn advance(head: &watch::Sender<u64>, size: u64) {
+    head.send_if_modified(|v| {
+        let newer = size > *v;
+        if newer {
+            *v = size;
+        }
+        newer
+    });
+}
+
 const APPENDS_CLOSED: &str = "the log is not accepting appends (read-only or shutting down)";
 const ACCESS_CLOSED: &str = "the access log is not accepting records (not started or shutting down)";
 

@@ -9,7 +9,7 @@
 //!
 //! A request may carry the means to build its access record ([`AppendRecord`]): for each such
 //! request accepted, the round writes that record into the access log in the same transaction
-//! (taking the access log's tip and, on PostgreSQL, its lock after the event log's), so the
+//! (taking, after the event log's lock, the access log's lock on PostgreSQL and then its tip), so the
 //! append and its access record are durable together or not at all.
 
 use std::collections::{HashMap, HashSet};
@@ -410,10 +410,17 @@ macro_rules! round {
                 .iter()
                 .zip(records)
                 .filter_map(|(outcome, record)| match (outcome, record) {
-                    (Ok(receipts), Some(record)) => Some(record(receipts)),
+                    // A panicking builder fails the round, not the sequencer task.
+                    (Ok(receipts), Some(record)) => Some(
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| record(receipts))).map_err(|_| {
+                            Error::Invalid(
+                                "building an append's access record failed (a panic); nothing was recorded".into(),
+                            )
+                        }),
+                    ),
                     _ => None,
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             if plan.events.is_empty() && entries.is_empty() {
                 tx.rollback().await.map_err(crate::error::db("ending a read-only round"))?;
                 *cached = Some(frontier);
@@ -430,14 +437,15 @@ macro_rules! round {
                 };
                 q::insert(&mut *tx, &plan, &cp).await?;
             }
-            // After the event log's lock, the access log's tip, then (PostgreSQL) its lock.
+            // After the event log's lock, (PostgreSQL) the access log's lock, then its tip: the
+            // order the access writer takes them in too.
             let mut access_tip = None;
             if !entries.is_empty() {
                 let access_signer = access.signer.get().ok_or_else(|| {
                     Error::Unavailable("the access log is not accepting records (not started)".into())
                 })?;
-                let mut tip = access.tip.lock().await;
                 $lock_access(&mut *tx).await?;
+                let mut tip = access.tip.lock().await;
                 let written = $write_access(&mut *tx, &mut tip, access_signer, &entries).await?;
                 access_tip = Some((tip, written));
             }
@@ -494,7 +502,7 @@ pub(crate) async fn run(
                     head.send_replace(plan.frontier.size());
                 }
                 if let Some(size) = access_size {
-                    access.head.send_replace(size);
+                    crate::advance(&access.head, size);
                 }
                 Ok(plan.outcomes)
             }

@@ -387,6 +387,14 @@ fn append_record(user: &'static str) -> AppendRecord {
     })
 }
 
+/// The one access record of the append that got `receipts`, built from exactly those receipts.
+async fn assert_recorded(store: &Store, user: &str, receipts: &[Receipt]) {
+    let positions: Vec<String> = receipts.iter().map(|r| format!("pos:{}", r.position)).collect();
+    let found = store.accesses(&AccessFilter { item: Some(positions[0].clone()), ..Default::default() }).await.unwrap();
+    assert_eq!(found.len(), 1, "one access record for the append at {positions:?}");
+    assert_eq!(found[0].record, format!("append by {user} at {positions:?}").into_bytes());
+}
+
 async fn an_append_and_its_access_record_commit_together(f: Fixture) {
     let key = KeyId::parse("sys").unwrap();
     let sys = AgencyId::parse(SYSTEM_AGENCY).unwrap();
@@ -411,8 +419,30 @@ async fn an_append_and_its_access_record_commit_together(f: Fixture) {
     // A refused append records nothing here (the service records the refusal itself).
     let mut conflict = event("stream-a", SYSTEM_AGENCY, "sys", RegistryEffect::None);
     conflict.expected = ExpectedVersion::Exact(5);
-    assert!(matches!(f.store.append_recorded(vec![conflict], append_record("admin")).await, Err(Error::Conflict(_))));
+    assert!(matches!(
+        f.store.append_recorded(vec![conflict.clone()], append_record("admin")).await,
+        Err(Error::Conflict(_))
+    ));
     assert_eq!(f.store.access_log_size().await.unwrap(), 2);
+
+    // Refused, recorded and plain requests in one round: each record goes with its own request.
+    let plain = event("stream-p", SYSTEM_AGENCY, "sys", RegistryEffect::None);
+    let (a, b) = (
+        event("stream-a", SYSTEM_AGENCY, "sys", RegistryEffect::None),
+        event("stream-b", SYSTEM_AGENCY, "sys", RegistryEffect::None),
+    );
+    let (refused, first, plain, second) = tokio::join!(
+        f.store.append_recorded(vec![conflict], append_record("refused")),
+        f.store.append_recorded(vec![a], append_record("first")),
+        f.store.append(vec![plain]),
+        f.store.append_recorded(vec![b], append_record("second")),
+    );
+    assert!(matches!(refused, Err(Error::Conflict(_))));
+    plain.unwrap();
+    for (user, receipts) in [("first", first.unwrap()), ("second", second.unwrap())] {
+        assert_recorded(&f.store, user, &receipts).await;
+    }
+    assert_eq!(f.store.access_log_size().await.unwrap(), 4, "no record of the refused or the plain append");
 
     // Appends with records, plain access records and plain appends, from this store and from a
     // second one on the same database (another server process), all at once: both logs stay
@@ -423,24 +453,30 @@ async fn an_append_and_its_access_record_commit_together(f: Fixture) {
         for kind in 0..3 {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
+                let mut recorded = Vec::new();
                 for j in 0..15 {
                     let e = event(&format!("stream-{i}-{kind}"), SYSTEM_AGENCY, "sys", RegistryEffect::None);
                     match kind {
-                        0 => drop(s.append_recorded(vec![e], append_record("writer")).await.unwrap()),
+                        0 => recorded.push(s.append_recorded(vec![e], append_record("writer")).await.unwrap()),
                         1 => {
                             drop(s.record_access(vec![entry(j, "met-police", "reader", true, &[], &[])]).await.unwrap())
                         }
                         _ => drop(s.append(vec![e]).await.unwrap()),
                     }
                 }
+                recorded
             }));
         }
     }
-    for t in tasks {
-        t.await.unwrap();
+    // A lock taken in the wrong order would hang here: fail instead.
+    let done = tokio::time::timeout(std::time::Duration::from_secs(120), futures::future::join_all(tasks))
+        .await
+        .expect("the two stores' writers finish (no deadlock)");
+    for receipts in done.into_iter().flat_map(Result::unwrap) {
+        assert_recorded(&f.store, "writer", &receipts).await;
     }
-    assert_eq!(f.store.log_size().await.unwrap(), 1 + 4 * 15);
-    assert_eq!(all(&f.store).await.len(), 2 + 4 * 15);
+    assert_eq!(f.store.log_size().await.unwrap(), 4 + 4 * 15);
+    assert_eq!(all(&f.store).await.len(), 4 + 4 * 15);
     check_tree(&f.store).await;
     check_tree(&other).await;
     other.shutdown().await;
@@ -457,16 +493,24 @@ async fn an_append_and_its_access_record_commit_together(f: Fixture) {
     f.store.execute_raw_for_tests(refuse).await.unwrap();
     let size = f.store.log_size().await.unwrap();
     let head = *f.store.watch_head().borrow();
+    let access_size = f.store.access_log_size().await.unwrap();
+    let access_head = *f.store.watch_access_head().borrow();
     let e = event("stream-z", SYSTEM_AGENCY, "sys", RegistryEffect::None);
     let r = f.store.append_recorded(vec![e.clone()], append_record("writer")).await;
     assert!(matches!(r, Err(Error::Database { .. })), "{r:?}");
     assert_eq!(f.store.log_size().await.unwrap(), size, "no event without its access record");
     assert_eq!(*f.store.watch_head().borrow(), head, "nor announced to subscribers");
+    assert_eq!(f.store.access_log_size().await.unwrap(), access_size);
+    assert_eq!(*f.store.watch_access_head().borrow(), access_head);
+    // Appends that record no access go on meanwhile.
+    f.store.append(vec![event("stream-x", SYSTEM_AGENCY, "sys", RegistryEffect::None)]).await.unwrap();
     let drop =
         if f.store.is_postgres() { "DROP TRIGGER refuse_insert ON access_log" } else { "DROP TRIGGER refuse_insert" };
     f.store.execute_raw_for_tests(drop).await.unwrap();
-    // Plain appends go on meanwhile, and the same events are accepted once records can be written.
-    assert_eq!(f.store.append_recorded(vec![e], append_record("writer")).await.unwrap()[0].position, size);
+    // The same events are accepted once records can be written.
+    let receipts = f.store.append_recorded(vec![e], append_record("late")).await.unwrap();
+    assert_eq!(receipts[0].position, size + 1);
+    assert_recorded(&f.store, "late", &receipts).await;
     check_tree(&f.store).await;
 
     // Without an access-log writer, an append that must be recorded is refused up front.
@@ -474,7 +518,7 @@ async fn an_append_and_its_access_record_commit_together(f: Fixture) {
     let unstarted = Store::open(&f.url, Some(event_signer()), Options::default()).await.unwrap();
     let e = event("stream-y", SYSTEM_AGENCY, "sys", RegistryEffect::None);
     assert!(matches!(unstarted.append_recorded(vec![e], append_record("w")).await, Err(Error::Unavailable(_))));
-    assert_eq!(unstarted.log_size().await.unwrap(), size + 1);
+    assert_eq!(unstarted.log_size().await.unwrap(), size + 2);
     unstarted.shutdown().await;
 }
 
