@@ -177,6 +177,16 @@ impl TestServer {
             r.stop().await.expect("clean stop");
         }
     }
+
+    /// Stops the server but keeps its files (the SQLite database) until the returned directory
+    /// is dropped: for a test that goes on with the store afterwards, as an operator would with
+    /// the server down. (`stop` deletes them, and a connection the store's pool opens later fails.)
+    pub async fn stop_keeping_files(mut self) -> tempfile::TempDir {
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("clean stop");
+        }
+        self._dir
+    }
 }
 
 /// A valid `NominalRegistered` for a new nominal, authored by `user` (an offender manager) of

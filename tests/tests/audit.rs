@@ -286,7 +286,7 @@ async fn the_access_log_is_tamper_evident(s: TestServer) {
     let report = accord_server::verify::verify(&store, Some(&kept_pb.note), |_| {}).await.expect("verifies");
     assert_eq!(report.extends, Some(kept.size));
     assert!(report.accesses >= now.size);
-    s.stop().await;
+    let _files = s.stop_keeping_files().await;
 
     // An operator rewrites a record's purpose: verify names the position, and the kept
     // checkpoint no longer matches.
