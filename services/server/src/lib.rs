@@ -5,6 +5,14 @@
 //! real server on a loopback port 0; `main.rs` only parses the command line. Business rules are
 //! not here: this crate assembles and configures.
 
+/// The allocator of every process that links the server (the `accord` binary, the end-to-end
+/// tests and benchmarks, which run this server in process): mimalloc. A profile of a read-model
+/// rebuild spent about 40 % of its CPU in glibc's malloc and free (`malloc_consolidate`,
+/// `unlink_chunk`: the projection allocates and frees many small strings); BENCHMARKS.md has the
+/// figures with each allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod audit_cli;
 pub mod config;
 pub mod demo;
