@@ -292,17 +292,28 @@ async fn access_tables_refuse_update_and_delete(f: Fixture) {
     check_tree(&f.store).await;
 }
 
+/// Makes the database refuse (`true`) or accept again (`false`) every insert into the access
+/// log, as a failing disk or a revoked grant would.
+async fn refuse_access_inserts(store: &Store, refuse: bool) {
+    let sql = match (store.is_postgres(), refuse) {
+        (true, true) => {
+            "CREATE OR REPLACE FUNCTION refuse_insert() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'insert refused for the test'; END $$; \
+             CREATE TRIGGER refuse_insert BEFORE INSERT ON access_log FOR EACH ROW EXECUTE FUNCTION refuse_insert();"
+        }
+        (false, true) => {
+            "CREATE TRIGGER refuse_insert BEFORE INSERT ON access_log \
+             BEGIN SELECT RAISE(ABORT, 'insert refused for the test'); END;"
+        }
+        (true, false) => "DROP TRIGGER refuse_insert ON access_log",
+        (false, false) => "DROP TRIGGER refuse_insert",
+    };
+    store.execute_raw_for_tests(sql).await.unwrap();
+}
+
 async fn a_failed_round_fails_every_request_and_writes_nothing(f: Fixture) {
     assert_eq!(f.store.access_log_size().await.unwrap(), 0);
-    let refuse = if f.store.is_postgres() {
-        "CREATE FUNCTION refuse_insert() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN RAISE EXCEPTION 'insert refused for the test'; END $$; \
-         CREATE TRIGGER refuse_insert BEFORE INSERT ON access_log FOR EACH ROW EXECUTE FUNCTION refuse_insert();"
-    } else {
-        "CREATE TRIGGER refuse_insert BEFORE INSERT ON access_log \
-         BEGIN SELECT RAISE(ABORT, 'insert refused for the test'); END;"
-    };
-    f.store.execute_raw_for_tests(refuse).await.unwrap();
+    refuse_access_inserts(&f.store, true).await;
     let requests: Vec<_> = (0..6).map(|i| vec![entry(i, "met-police", "u1", true, &["child:a"], &["pos:1"])]).collect();
     let results = futures::future::join_all(requests.iter().map(|r| f.store.record_access(r.clone()))).await;
     for r in &results {
@@ -314,9 +325,7 @@ async fn a_failed_round_fails_every_request_and_writes_nothing(f: Fixture) {
     assert!(f.store.access_index_rows(0, 1000).await.unwrap().is_empty());
     assert_eq!(*f.store.watch_access_head().borrow(), 0);
 
-    let drop =
-        if f.store.is_postgres() { "DROP TRIGGER refuse_insert ON access_log" } else { "DROP TRIGGER refuse_insert" };
-    f.store.execute_raw_for_tests(drop).await.unwrap();
+    refuse_access_inserts(&f.store, false).await;
     // The same requests now succeed, from position 0: nothing of the failed round remains.
     let again = f.store.record_access(requests[0].clone()).await.unwrap();
     assert_eq!(again, vec![0]);
@@ -482,15 +491,7 @@ async fn an_append_and_its_access_record_commit_together(f: Fixture) {
     other.shutdown().await;
 
     // If the access record cannot be written, the events are not recorded either.
-    let refuse = if f.store.is_postgres() {
-        "CREATE FUNCTION refuse_insert() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN RAISE EXCEPTION 'insert refused for the test'; END $$; \
-         CREATE TRIGGER refuse_insert BEFORE INSERT ON access_log FOR EACH ROW EXECUTE FUNCTION refuse_insert();"
-    } else {
-        "CREATE TRIGGER refuse_insert BEFORE INSERT ON access_log \
-         BEGIN SELECT RAISE(ABORT, 'insert refused for the test'); END;"
-    };
-    f.store.execute_raw_for_tests(refuse).await.unwrap();
+    refuse_access_inserts(&f.store, true).await;
     let size = f.store.log_size().await.unwrap();
     let head = *f.store.watch_head().borrow();
     let access_size = f.store.access_log_size().await.unwrap();
@@ -504,9 +505,7 @@ async fn an_append_and_its_access_record_commit_together(f: Fixture) {
     assert_eq!(*f.store.watch_access_head().borrow(), access_head);
     // Appends that record no access go on meanwhile.
     f.store.append(vec![event("stream-x", SYSTEM_AGENCY, "sys", RegistryEffect::None)]).await.unwrap();
-    let drop =
-        if f.store.is_postgres() { "DROP TRIGGER refuse_insert ON access_log" } else { "DROP TRIGGER refuse_insert" };
-    f.store.execute_raw_for_tests(drop).await.unwrap();
+    refuse_access_inserts(&f.store, false).await;
     // The same events are accepted once records can be written.
     let receipts = f.store.append_recorded(vec![e], append_record("late")).await.unwrap();
     assert_eq!(receipts[0].position, size + 1);
