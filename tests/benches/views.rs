@@ -1054,7 +1054,7 @@ fn main() {
         (
             "load",
             format!("Load (through gRPC, {workers} workers, 500 events per request, pre-signed):"),
-            "| backend | events | signing (s) | load (s) | events/s | p50 request | p99 request | live read models caught up after load (s) | read-model rows (JSON MiB) | bench process peak RSS | CPU cores: bench / others |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| backend | events | signing (s) | load (s) | events/s | p50 request | p99 request | live read models caught up after load (s) | read-model rows (MiB of documents) | bench process peak RSS | CPU cores: bench / others |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ),
         (
             "rebuild",

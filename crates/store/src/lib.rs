@@ -792,7 +792,7 @@ impl Store {
     /// transaction. Returns `false`, writing nothing, when the checkpoint is no longer `from`
     /// (another process applied the range first).
     #[tracing::instrument(name = "store.commit_views", skip_all)]
-    pub async fn commit_views(&self, projection: &str, from: u64, to: u64, rows: &[ViewRow]) -> Result<bool> {
+    pub async fn commit_views(&self, projection: &str, from: u64, to: u64, rows: Vec<ViewRow>) -> Result<bool> {
         let _gate = self.inner.writes.enter(&self.inner.db).await;
         dispatch!(&self.inner.db, |q, pool| q::commit_views(pool, projection, from, to, rows).await)
     }

@@ -354,7 +354,7 @@ impl Projector {
             (state.take_changes(), state.next_position)
         };
         let store = self.store().clone();
-        let commit = async move { store.commit_views(PROJECTION, from, to, &rows).await };
+        let commit = async move { store.commit_views(PROJECTION, from, to, rows).await };
         pending.in_flight = Some((to, tokio::spawn(commit.instrument(tracing::Span::current()))));
         pending.since = None;
         if wait {
@@ -452,7 +452,7 @@ impl Projector {
             let decoded = decode_page(&self.sharing, events).await?;
             apply_decoded(&self.sharing, &mut state, &decoded)?;
         }
-        state.take_changes();
+        state.forget_changes();
         Ok(state)
     }
 
