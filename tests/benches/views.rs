@@ -384,7 +384,7 @@ fn child(role: &str) {
             }
             "rebuild" => {
                 let t = Instant::now();
-                store.reset_views(accord_views::PROJECTION).await.expect("rows dropped");
+                store.reset_views().await.expect("rows dropped");
                 let drop_secs = t.elapsed().as_secs_f64();
                 let projector = accord_views::Projector::open(sharing).await.expect("projector opens");
                 let t = Instant::now();

@@ -432,6 +432,40 @@ async fn rebuild_yields_identical_read_models(mut s: TestServer) {
     .await;
 }
 
+/// Resetting the read models drops every projection's checkpoint with the rows (an older
+/// version's checkpoint left behind would claim rows that are gone), and the running server
+/// folds its read models again from zero.
+async fn a_reset_drops_every_checkpoint_and_the_server_folds_again(s: TestServer) {
+    let met = s.key("met-1");
+    let mut police = s.client("met-police", "do-1", &["disclosure_officer"]).await;
+    let (n, _) = encompass_notification("met-police", "do-1", "st-marys-school", "100234");
+    try_append(&mut police, vec![n.sign(met)]).await.unwrap();
+    let mut dsl = s.client("st-marys-school", "dsl-1", &["dsl"]).await;
+    assert_eq!(items(&mut dsl, ReadModel::SchoolInbox).await.len(), 1);
+    let store = s.store();
+    let size = store.log_size().await.unwrap();
+    // What an earlier projection version left: its checkpoint.
+    assert!(store.commit_views("accord-views-v1", 0, size, Vec::new()).await.unwrap());
+    assert_eq!(store.view_checkpoint("accord-views-v1").await.unwrap(), size);
+
+    store.reset_views().await.unwrap();
+    assert_eq!(store.view_checkpoint("accord-views-v1").await.unwrap(), 0);
+    assert!(store.view_rows_page(None, 10).await.unwrap().is_empty());
+
+    // The server's next commit finds its checkpoint gone, reloads (nothing), and folds the log
+    // again: the rows come back and the DSL still sees the notification.
+    let (n, _) = encompass_notification("met-police", "do-1", "st-marys-school", "100234");
+    try_append(&mut police, vec![n.sign(met)]).await.unwrap();
+    let size = store.log_size().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.view_checkpoint(accord_views::PROJECTION).await.unwrap() < size {
+        assert!(std::time::Instant::now() < deadline, "the read models were not folded again within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!store.view_rows_page(None, 10).await.unwrap().is_empty());
+    assert_eq!(items(&mut dsl, ReadModel::SchoolInbox).await.len(), 2);
+}
+
 async fn queries_are_authenticated_and_checked(s: TestServer) {
     let endpoint = s.endpoint.clone();
     let mut anon = Client::connect(&endpoint, "not-a-token").await.unwrap();
@@ -454,5 +488,6 @@ accord_e2e::on_both_backends!(
     corrections_are_checked,
     sex_work_liaison_with_consent,
     rebuild_yields_identical_read_models,
+    a_reset_drops_every_checkpoint_and_the_server_folds_again,
     queries_are_authenticated_and_checked,
 );

@@ -658,14 +658,16 @@ macro_rules! backend {
                     .collect()
             }
 
-            pub(crate) async fn reset_views(pool: &sqlx::Pool<DB>, projection: &str) -> Result<()> {
+            pub(crate) async fn reset_views(pool: &sqlx::Pool<DB>) -> Result<()> {
                 let mut tx = pool.begin().await.map_err(db("starting a read-model transaction"))?;
                 sqlx::query("DELETE FROM view_items").execute(&mut *tx).await.map_err(db("dropping read models"))?;
-                sqlx::query("DELETE FROM view_checkpoints WHERE projection = $1")
-                    .bind(projection)
+                // Every projection's checkpoint goes with the rows: a checkpoint left behind (an
+                // older projection name) would claim rows that no longer exist, and a rollback to
+                // that version would resume over nothing.
+                sqlx::query("DELETE FROM view_checkpoints")
                     .execute(&mut *tx)
                     .await
-                    .map_err(db("dropping a projection checkpoint"))?;
+                    .map_err(db("dropping the projection checkpoints"))?;
                 tx.commit().await.map_err(db("committing a read-model reset"))
             }
 

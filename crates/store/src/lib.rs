@@ -810,11 +810,12 @@ impl Store {
         dispatch!(&self.inner.db, |q, pool| q::view_rows_page(pool, after, limit).await)
     }
 
-    /// Drops every read-model row and `projection`'s checkpoint, for a rebuild from zero.
+    /// Drops every read-model row and every projection's checkpoint, for a rebuild from zero
+    /// (the rows table is shared by all projection versions).
     #[tracing::instrument(name = "store.reset_views", skip_all)]
-    pub async fn reset_views(&self, projection: &str) -> Result<()> {
+    pub async fn reset_views(&self) -> Result<()> {
         let _gate = self.inner.writes.enter(&self.inner.db).await;
-        dispatch!(&self.inner.db, |q, pool| q::reset_views(pool, projection).await)
+        dispatch!(&self.inner.db, |q, pool| q::reset_views(pool).await)
     }
 
     /// The event recorded under `event_id`, whoever wrote it (callers authorise).

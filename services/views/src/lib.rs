@@ -134,7 +134,7 @@ async fn load_state(store: &Store) -> Result<State> {
     if next == 0 {
         // No checkpoint for this projection: rows left by an earlier projection (an older
         // `PROJECTION` name) are not this fold's; start from zero on an empty table.
-        store.reset_views(PROJECTION).await?;
+        store.reset_views().await?;
         return Ok(State::default());
     }
     let mut state = State::resuming_at(next);
@@ -506,7 +506,7 @@ impl Projector {
         let mut pending = self.applying.lock().await;
         // Its rows are about to be dropped; only let it finish first.
         pending.drain().await;
-        if let Err(e) = self.store().reset_views(PROJECTION).await {
+        if let Err(e) = self.store().reset_views().await {
             self.reload(&mut pending).await;
             return Err(e.into());
         }

@@ -385,9 +385,14 @@ fn encode_into<T: Serialize>(buf: &mut Vec<u8>, value: &T) {
     *buf = postcard::to_extend(value, std::mem::take(buf)).expect("read-model rows encode (no type here can fail to)");
 }
 
-/// Reads a stored row's document.
-fn decode<'a, T: Deserialize<'a>>(doc: &'a [u8]) -> Result<T, postcard::Error> {
-    postcard::from_bytes(doc)
+/// Reads a stored row's document, all of it (bytes left over mean a row this version did not
+/// write).
+fn decode<'a, T: Deserialize<'a>>(doc: &'a [u8]) -> Result<T, String> {
+    match postcard::take_from_bytes(doc) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(format!("{} bytes left over: not a row of {PROJECTION}", rest.len())),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn types_nominal() -> &'static str {
@@ -1553,7 +1558,47 @@ fn entry_of(e: &RecordedEvent, body: &EventBody, payload: &Payload) -> Option<En
 
 #[cfg(test)]
 mod tests {
-    use super::Model;
+    use super::{Content, Item, Model, Record, Rel, State, ViewRow, encode_into};
+
+    fn row(doc: Vec<u8>) -> ViewRow {
+        ViewRow { model: "agency_records".into(), agency: "met-police".into(), item_id: "e-1".into(), position: 7, doc }
+    }
+
+    #[test]
+    fn stored_rows_restore_exactly_and_foreign_rows_are_refused() {
+        let item = Item {
+            position: 7,
+            record_position: 7,
+            source_agency: "met-police".into(),
+            source_kind: "police".into(),
+            event_type: "accord.v1.EncompassNotificationSent".into(),
+            tags: vec!["child".into()],
+            rel: Rel { authored: true, ..Rel::default() },
+            receive_policy_version: 1,
+            receive_policy_ids: vec!["author-holds".into()],
+            corrections: Vec::new(),
+            content: Content::Record(Record {
+                event_id: "e-1".into(),
+                stream: "notification-n-1".into(),
+                occurred_at: 1_700_000_000_000_000,
+                superseded_by: Vec::new(),
+                erased_by: None,
+            }),
+        };
+        let mut doc = Vec::new();
+        encode_into(&mut doc, &item);
+        let mut state = State::default();
+        state.restore(vec![row(doc.clone())]).unwrap();
+        assert_eq!(state.items(Model::AgencyRecords, "met-police", None).map(|(_, i)| i).collect::<Vec<_>>(), [&item]);
+
+        // A row an older version wrote (JSON), or one with bytes this version did not write, is
+        // refused with a message naming it, not read as something else.
+        let err = State::default().restore(vec![row(br#"{"position":7,"record_position":7}"#.to_vec())]).unwrap_err();
+        assert!(err.contains("agency_records row met-police/e-1"), "{err}");
+        doc.push(0);
+        let err = State::default().restore(vec![row(doc)]).unwrap_err();
+        assert!(err.contains("1 bytes left over"), "{err}");
+    }
 
     #[test]
     fn every_model_round_trips_through_its_stored_name() {
