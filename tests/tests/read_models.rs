@@ -58,6 +58,16 @@ async fn quiet(s: &mut Items) {
     }
 }
 
+/// Waits (at most 10 s) until the server has committed read models covering the whole log.
+async fn wait_committed(store: &accord_store::Store) {
+    let size = store.log_size().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.view_checkpoint(accord_views::PROJECTION).await.unwrap() < size {
+        assert!(std::time::Instant::now() < deadline, "the read models were not committed within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn with_deadline(d: EventDraft, deadline_secs: i64) -> EventDraft {
     d.with(|b| {
         let mut p = pb::EncompassNotificationSent::decode(b.payload.as_slice()).unwrap();
@@ -378,12 +388,7 @@ async fn rebuild_yields_identical_read_models(mut s: TestServer) {
     // (A query first: it waits until the read models have caught up with the log.)
     query(&mut s.client("st-marys-school", "dsl-1", &["dsl"]).await, ReadModel::SchoolInbox).await.unwrap();
     // (Then the server commits them, at most `COMMIT_EVERY` after the last append.)
-    let size = s.store().log_size().await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while s.store().view_checkpoint(accord_views::PROJECTION).await.unwrap() < size {
-        assert!(std::time::Instant::now() < deadline, "the read models were not committed within 10 s");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_committed(s.store()).await;
     let all = s.store().view_rows_page(None, 1_000_000).await.unwrap();
     let mut paged = Vec::new();
     let mut after: Option<(String, String, String)> = None;
@@ -456,12 +461,7 @@ async fn a_reset_drops_every_checkpoint_and_the_server_folds_again(s: TestServer
     // again: the rows come back and the DSL still sees the notification.
     let (n, _) = encompass_notification("met-police", "do-1", "st-marys-school", "100234");
     try_append(&mut police, vec![n.sign(met)]).await.unwrap();
-    let size = store.log_size().await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while store.view_checkpoint(accord_views::PROJECTION).await.unwrap() < size {
-        assert!(std::time::Instant::now() < deadline, "the read models were not folded again within 10 s");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_committed(store).await;
     assert!(!store.view_rows_page(None, 10).await.unwrap().is_empty());
     assert_eq!(items(&mut dsl, ReadModel::SchoolInbox).await.len(), 2);
 }
