@@ -25,6 +25,7 @@ mod error;
 mod group;
 mod metrics;
 mod sequencer;
+mod wal;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -294,6 +295,8 @@ struct Inner {
     options: Options,
     /// Taken around every SQLite write transaction of this process (see [`WriteGate`]).
     writes: WriteGate,
+    /// SQLite's background WAL checkpoint (`None` on PostgreSQL); stops with the store.
+    _checkpointer: Option<wal::Checkpointer>,
 }
 
 /// SQLite has one write lock per database file. When this process's writers (the sequencer, the
@@ -389,7 +392,9 @@ impl Store {
                 // power loss (NORMAL would only survive an application crash).
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(30))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // Checkpoints run in the background (`wal`), not inside a commit.
+                .pragma("wal_autocheckpoint", wal::FOREGROUND_PAGES);
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections)
                 .connect_with(opts)
@@ -405,6 +410,10 @@ impl Store {
         let access_size = dispatch!(&db, |q, pool| q::access_size(pool).await)?;
         let (head_tx, head_rx) = watch::channel(size);
         let writes = WriteGate::default();
+        let checkpointer = match &db {
+            Db::Sqlite(pool) => Some(wal::start(pool.clone())),
+            Db::Postgres(_) => None,
+        };
         let access_head = Arc::new(watch::Sender::new(access_size));
         let access_signer: Arc<std::sync::OnceLock<Arc<LogSigner>>> = Default::default();
         let access_tip = AccessTip::default();
@@ -443,6 +452,7 @@ impl Store {
                 agencies: Default::default(),
                 options,
                 writes,
+                _checkpointer: checkpointer,
             }),
         })
     }

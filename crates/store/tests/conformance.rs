@@ -385,6 +385,33 @@ macro_rules! conformance {
     };
 }
 
+/// SQLite's WAL is copied into the database file by the store's background checkpoint, not
+/// only when a commit takes it past the (raised) foreground threshold: the events are in the
+/// database file itself (read with `immutable=1`, which ignores the WAL) shortly after they
+/// are acknowledged, and stay readable through the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_checkpoints_its_wal_in_the_background() {
+    use sqlx::Connection;
+    let f = fixture("sqlite").await.unwrap();
+    for i in 0..20 {
+        f.store.append(vec![police(&format!("nominal-{i}"), ExpectedVersion::NoStream)]).await.unwrap();
+    }
+    let in_file = || async {
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}?immutable=1", f.url)).await.unwrap();
+        // Before the first checkpoint even the tables are only in the WAL.
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&mut c).await.unwrap_or(0);
+        c.close().await.unwrap();
+        n
+    };
+    let started = std::time::Instant::now();
+    while in_file().await < 22 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the WAL was never checkpointed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(all_events(&f.store).await.len(), 22);
+    check_tree(&f).await;
+}
+
 macro_rules! suite {
     ($($backend:ident),*) => {$(
         conformance!($backend:
