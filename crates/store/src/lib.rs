@@ -318,6 +318,11 @@ impl WriteGate {
             Db::Postgres(_) => None,
         }
     }
+
+    /// Holds the gate (SQLite only: the background WAL checkpoint's short second pass).
+    pub(crate) async fn hold(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.0.lock().await
+    }
 }
 
 /// Advances a log's announced size to `size` unless it is already there or beyond (two writers
@@ -394,7 +399,8 @@ impl Store {
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true)
                 // Checkpoints run in the background (`wal`), not inside a commit.
-                .pragma("wal_autocheckpoint", wal::FOREGROUND_PAGES);
+                .pragma("wal_autocheckpoint", wal::FOREGROUND_PAGES)
+                .pragma("journal_size_limit", wal::JOURNAL_SIZE_LIMIT);
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections)
                 .connect_with(opts)
@@ -411,7 +417,7 @@ impl Store {
         let (head_tx, head_rx) = watch::channel(size);
         let writes = WriteGate::default();
         let checkpointer = match &db {
-            Db::Sqlite(pool) => Some(wal::start(pool.clone())),
+            Db::Sqlite(pool) => Some(wal::start(pool.clone(), writes.clone())),
             Db::Postgres(_) => None,
         };
         let access_head = Arc::new(watch::Sender::new(access_size));
