@@ -264,10 +264,16 @@ macro_rules! round {
 /// The access log's committed tip, read in a transaction that holds its lock: `cached` when it
 /// is still the committed size (taken: a failed round leaves `None`), else from the database.
 macro_rules! tip {
-    ($name:ident, $q:ident) => {
+    ($name:ident, $at:ident, $q:ident) => {
         pub(crate) async fn $name(conn: &mut backend::$q::Conn, cached: &mut Option<Frontier>) -> Result<Frontier> {
+            let size = backend::$q::access_size(&mut *conn).await?;
+            $at(conn, cached, size).await
+        }
+
+        /// The tip when the committed size, read under the lock, is `size`.
+        #[allow(dead_code)]
+        async fn $at(conn: &mut backend::$q::Conn, cached: &mut Option<Frontier>, size: u64) -> Result<Frontier> {
             use backend::$q as q;
-            let size = q::access_size(&mut *conn).await?;
             Ok(match cached.take() {
                 Some(f) if f.size() == size => f,
                 // First round, or another process wrote since our last round.
@@ -281,8 +287,8 @@ macro_rules! tip {
     };
 }
 
-tip!(tip_sqlite, sqlite);
-tip!(tip_postgres, postgres);
+tip!(tip_sqlite, tip_at_sqlite, sqlite);
+tip!(tip_postgres, tip_at_postgres, postgres);
 
 /// Writes `entries` (one request) into the access log within the caller's transaction, which
 /// must hold the access log's lock; `cached` is the shared tip (held by the caller). Returns the
@@ -316,8 +322,90 @@ macro_rules! write_in {
 write_in!(write_in_sqlite, sqlite, tip_sqlite);
 write_in!(write_in_postgres, postgres, tip_postgres);
 
-round!(round_sqlite, sqlite, backend::begin_sqlite, sqlx::SqlitePool, tip_sqlite);
 round!(round_postgres, postgres, backend::begin_postgres_access, sqlx::PgPool, tip_postgres);
+
+/// A round on SQLite, on the writer's own connection (no pool checkout), in two trips to
+/// SQLite's worker thread where the pool's path took eight: `BEGIN IMMEDIATE` with the head
+/// read, then rows, index rows, hashes, checkpoint and `COMMIT` in one call
+/// ([`backend::sqlite::write_access`]). The access ids are minted by the server, so the
+/// duplicate-id query runs only when `check` (after the UNIQUE constraint refused a round): the
+/// round is then decided again with it, so each request still gets its own refusal.
+async fn round_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    tip: &crate::AccessTip,
+    signer: &LogSigner,
+    requests: &[&[AccessEntry]],
+    check: bool,
+) -> Result<Plan> {
+    let last: Option<i64> =
+        sqlx::query_scalar("BEGIN IMMEDIATE; SELECT position FROM access_log ORDER BY position DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(crate::error::db("starting an access round"))?;
+    let size = last.map_or(Ok(0), |p| backend::to_u64(p, "position").map(|p| p + 1))?;
+    // The database's lock first, then the tip (as the sequencer).
+    let mut cached = tip.lock().await;
+    let frontier = tip_at_sqlite(&mut *conn, &mut cached, size).await?;
+    let existing: HashSet<[u8; 16]> = if check {
+        let ids: Vec<Vec<u8>> = requests.iter().flat_map(|r| r.iter().map(|e| e.access_id.to_vec())).collect();
+        backend::sqlite::existing_access_ids(&mut *conn, &ids)
+            .await?
+            .into_iter()
+            .map(|id| id.try_into().map_err(|_| Error::Corrupt("an access_id is not 16 bytes".into())))
+            .collect::<Result<_>>()?
+    } else {
+        HashSet::new()
+    };
+    let plan = plan(frontier.clone(), &existing, requests);
+    if plan.rows.is_empty() {
+        sqlx::query("ROLLBACK")
+            .execute(&mut *conn)
+            .await
+            .map_err(crate::error::db("ending a read-only access round"))?;
+        *cached = Some(frontier);
+        return Ok(plan);
+    }
+    let size = plan.frontier.size();
+    let root = plan.frontier.root();
+    let cp = SignedCheckpoint { tree_size: size, root, note: signer.sign(size, root)?, signed_at: Timestamp::now() };
+    backend::sqlite::write_access(&mut *conn, &plan, &cp, true).await?;
+    *cached = Some(plan.frontier.clone());
+    Ok(plan)
+}
+
+/// Runs a SQLite round on `own`, the writer's connection, opening it (with the pool's options)
+/// when there is none. After a failed round the connection is closed, which rolls back whatever
+/// the round left open; the next round opens another.
+async fn sqlite_round(
+    own: &mut Option<sqlx::SqliteConnection>,
+    pool: &sqlx::SqlitePool,
+    tip: &crate::AccessTip,
+    signer: &LogSigner,
+    requests: &[&[AccessEntry]],
+) -> Result<Plan> {
+    use sqlx::Connection as _;
+    let mut check = false;
+    loop {
+        let conn = match own {
+            Some(c) => c,
+            None => own.insert(
+                sqlx::SqliteConnection::connect_with(&pool.connect_options())
+                    .await
+                    .map_err(crate::error::db("opening the access log's connection"))?,
+            ),
+        };
+        let result = round_sqlite(conn, tip, signer, requests, check).await;
+        if result.is_err()
+            && let Some(c) = own.take()
+        {
+            let _ = c.close().await;
+        }
+        match result {
+            Err(Error::Duplicate(_)) if !check => check = true,
+            other => return other,
+        }
+    }
+}
 
 /// The writer task: runs until every sender is dropped, answering what was queued.
 pub(crate) async fn run(
@@ -328,13 +416,14 @@ pub(crate) async fn run(
     writes: crate::WriteGate,
     tip: crate::AccessTip,
 ) {
+    let mut own = None;
     while let Some(round) = group::Group::next(&mut rx, MAX_GROUP_ENTRIES).await {
         let result = {
             let requests = round.items();
             let span = tracing::debug_span!("access_round", requests = requests.len());
             let _gate = writes.enter(&db).await;
             match &db {
-                Db::Sqlite(p) => round_sqlite(p, &tip, &signer, &requests).instrument(span).await,
+                Db::Sqlite(p) => sqlite_round(&mut own, p, &tip, &signer, &requests).instrument(span).await,
                 Db::Postgres(p) => round_postgres(p, &tip, &signer, &requests).instrument(span).await,
             }
         };

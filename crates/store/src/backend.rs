@@ -493,11 +493,6 @@ macro_rules! backend {
                 rows.iter().map(|r| r.try_get::<Vec<u8>, _>(0).map_err(db("reading access ids"))).collect()
             }
 
-            /// Writes a round of the access log: rows, index rows, hashes and the checkpoint.
-            pub(crate) async fn insert_access(conn: &mut Conn, plan: &crate::access::Plan, cp: &SignedCheckpoint) -> Result<()> {
-                insert_access_rows(conn, plan).await?;
-                insert_checkpoint(conn, Log::Access, cp).await
-            }
 
             pub(crate) async fn accesses(pool: &sqlx::Pool<DB>, f: &AccessFilter, limit: u32) -> Result<Vec<RecordedAccess>> {
                 let mut qb = QueryBuilder::<DB>::new(format!("SELECT {ACCESS_COLUMNS} FROM access_log WHERE TRUE"));
@@ -762,36 +757,58 @@ backend!(sqlite, sqlx::Sqlite, {
             })
     }
 
-    /// The access log's multi-row INSERTs, in chunks within SQLite's bind-parameter limit.
-    async fn insert_access_rows(conn: &mut Conn, plan: &crate::access::Plan) -> Result<()> {
+    /// Writes a round of the access log: rows, index rows, hashes and the checkpoint.
+    pub(crate) async fn insert_access(conn: &mut Conn, plan: &crate::access::Plan, cp: &SignedCheckpoint) -> Result<()> {
+        write_access(conn, plan, cp, false).await
+    }
+
+    /// Writes a round of the access log — rows, index rows, hashes and the checkpoint, then
+    /// `COMMIT` when `commit` — as one multi-statement call: one trip to SQLite's worker thread
+    /// instead of one per statement (each trip waited its turn on two busy cores; BENCHMARKS.md,
+    /// 2026-12-02). Plain `?` placeholders, which sqlx binds in order across the statements; each
+    /// statement stays within SQLite's bind-parameter limit. On an error the statements after
+    /// the failing one (and the `COMMIT`) do not run; the caller rolls back.
+    pub(crate) async fn write_access(conn: &mut Conn, plan: &crate::access::Plan, cp: &SignedCheckpoint, commit: bool) -> Result<()> {
+        let mut qb = QueryBuilder::<DB>::new("");
         for chunk in plan.rows.chunks(INSERT_CHUNK) {
-            let mut qb = QueryBuilder::<DB>::new(format!("INSERT INTO access_log ({ACCESS_COLUMNS}) "));
+            qb.push(format_args!("INSERT INTO access_log ({ACCESS_COLUMNS}) "));
             qb.push_values(chunk, |mut b, a| {
                 b.push_bind(to_i64(a.position))
-                    .push_bind(a.access_id.to_vec())
+                    .push_bind(a.access_id.as_slice())
                     .push_bind(a.at.micros())
-                    .push_bind(a.agency.clone())
-                    .push_bind(a.user.clone())
+                    .push_bind(a.agency.as_str())
+                    .push_bind(a.user.as_str())
                     .push_bind(a.granted)
-                    .push_bind(a.record.clone())
-                    .push_bind(a.leaf_hash.0.to_vec());
+                    .push_bind(a.record.as_slice())
+                    .push_bind(a.leaf_hash.0.as_slice());
             });
-            qb.build().execute(&mut *conn).await.map_err(db("inserting access records"))?;
+            qb.push("; ");
         }
         for chunk in plan.keys.chunks(INSERT_CHUNK * 4) {
-            let mut qb = QueryBuilder::<DB>::new("INSERT INTO access_keys (rowid, k) ");
+            qb.push("INSERT INTO access_keys (rowid, k) ");
             qb.push_values(chunk, |mut b, (p, tokens)| {
                 b.push_bind(to_i64(*p)).push_bind(tokens.join(" "));
             });
-            qb.build().execute(&mut *conn).await.map_err(db("inserting access index rows"))?;
+            qb.push("; ");
         }
         for chunk in plan.hashes.chunks(INSERT_CHUNK * 4) {
-            let mut qb = QueryBuilder::<DB>::new("INSERT INTO access_merkle_hashes (idx, hash) ");
+            qb.push("INSERT INTO access_merkle_hashes (idx, hash) ");
             qb.push_values(chunk, |mut b, (i, h)| {
-                b.push_bind(to_i64(*i)).push_bind(h.0.to_vec());
+                b.push_bind(to_i64(*i)).push_bind(h.0.as_slice());
             });
-            qb.build().execute(&mut *conn).await.map_err(db("inserting access merkle hashes"))?;
+            qb.push("; ");
         }
+        qb.push(format_args!("INSERT INTO {} (tree_size, root, note, signed_at) ", Log::Access.checkpoints_table()));
+        qb.push_values([cp], |mut b, cp| {
+            b.push_bind(to_i64(cp.tree_size))
+                .push_bind(cp.root.0.as_slice())
+                .push_bind(cp.note.as_str())
+                .push_bind(cp.signed_at.micros());
+        });
+        if commit {
+            qb.push("; COMMIT");
+        }
+        qb.build().execute(&mut *conn).await.map_err(db("writing access records"))?;
         Ok(())
     }
 });
@@ -877,6 +894,13 @@ backend!(postgres, sqlx::Postgres, {
     /// PostgreSQL maintains the GIN index itself; the rows are checked against the records.
     pub(crate) async fn access_index_integrity(_pool: &sqlx::Pool<DB>) -> Result<()> {
         Ok(())
+    }
+
+    /// Writes a round of the access log: rows, index rows and hashes (one UNNEST INSERT per
+    /// table), then the checkpoint.
+    pub(crate) async fn insert_access(conn: &mut Conn, plan: &crate::access::Plan, cp: &SignedCheckpoint) -> Result<()> {
+        insert_access_rows(conn, plan).await?;
+        insert_checkpoint(conn, Log::Access, cp).await
     }
 
     /// The access log's rows, index rows and hashes: one UNNEST INSERT per table.
