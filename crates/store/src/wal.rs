@@ -3,19 +3,24 @@
 //! In WAL mode a commit appends pages to the `-wal` file; a *checkpoint* copies them back into
 //! the database file and fsyncs it. By default the connection whose commit takes the WAL past
 //! 1,000 pages runs that checkpoint itself, inside its commit, while its callers wait. Here the
-//! store's connections only do so past [`FOREGROUND_PAGES`] (a fallback), and one task per store
-//! checkpoints every [`INTERVAL`], in two passes:
+//! store's connections only do so past [`FOREGROUND_PAGES`] (a fallback), and one task per store,
+//! on a connection of its own, checkpoints every [`INTERVAL`], in two passes:
 //! 1. a PASSIVE checkpoint without any lock of ours: it copies what no reader still needs and
-//!    takes no write lock, so writers go on meanwhile (it can never finish under steady writes);
-//! 2. when that leaves at most [`GATED_FRAMES`] frames (those committed during pass 1), a second
-//!    PASSIVE checkpoint holding the process's [`WriteGate`](crate::WriteGate), so the next
-//!    writer finds the WAL fully copied and SQLite starts it again from the beginning (a WAL is
-//!    only rewound then). Writers wait for this short pass only.
+//!    takes no write lock, so writers go on meanwhile;
+//! 2. once the WAL holds [`RESTART_FRAMES`] frames and pass 1 left at most [`GATED_FRAMES`]
+//!    (those committed during it), a RESTART checkpoint holding the process's
+//!    [`WriteGate`](crate::WriteGate): it copies the rest and waits (at most
+//!    [`RESTART_WAIT`]) for readers still using the WAL to finish, so the next writer starts the
+//!    WAL again from its beginning. Pass 1 alone rarely lets that happen while reads run back to
+//!    back: a WAL is only rewound when no reader still uses it, and each reader that starts while
+//!    writes go on uses it. Writers wait for this short pass only.
 //!
-//! [`JOURNAL_SIZE_LIMIT`] truncates the file when it is rewound after having grown. Durability is
+//! A WAL that has grown is truncated to [`JOURNAL_SIZE_LIMIT`] when it is rewound; that limit is
+//! the fallback's size, so a WAL this task keeps small is never truncated (a truncation of
+//! 20–60 MB, inside the commit that rewinds the WAL, took that commit 4–24 ms). Durability is
 //! unchanged: a commit is durable once its WAL frames are fsynced (`synchronous = FULL`),
 //! checkpointed or not. Measured: the 200k-event load 4–14 % faster, its rebuild 11–15 %
-//! (BENCHMARKS.md, 2026-12-02 fourth session); audited reads unchanged.
+//! (BENCHMARKS.md, 2026-12-02 fourth session); audited reads: BENCHMARKS.md, fifth session.
 
 use std::time::Duration;
 
@@ -26,11 +31,20 @@ pub(crate) const INTERVAL: Duration = Duration::from_millis(200);
 /// does by default at 1,000: only reached if the background checkpoint cannot keep up.
 pub(crate) const FOREGROUND_PAGES: &str = "16384";
 
-/// Bytes the `-wal` file is truncated to when it is rewound after growing past them.
-pub(crate) const JOURNAL_SIZE_LIMIT: &str = "16777216";
+/// Bytes the `-wal` file is truncated to when it is rewound after growing past them: the
+/// fallback's [`FOREGROUND_PAGES`] pages of 4 KiB, so only a WAL that grew past the fallback (a
+/// transaction larger than it) is truncated.
+pub(crate) const JOURNAL_SIZE_LIMIT: &str = "67108864";
+
+/// WAL frames (4 KiB pages) from which the second pass rewinds the WAL (16 MiB).
+const RESTART_FRAMES: i64 = 4096;
 
 /// The most frames left by the first pass that the second copies while writers wait (1 MiB).
 const GATED_FRAMES: i64 = 256;
+
+/// How long the second pass waits for readers still using the WAL (its connection's busy
+/// timeout); it gives up after that and the next run tries again.
+const RESTART_WAIT: Duration = Duration::from_millis(10);
 
 /// The background checkpoint task; stops when dropped (with the store).
 pub(crate) struct Checkpointer(tokio::task::JoinHandle<()>);
@@ -41,44 +55,65 @@ impl Drop for Checkpointer {
     }
 }
 
-/// One PASSIVE checkpoint: (frames in the WAL, frames copied into the database file). Copied <
-/// frames when a reader still needs the rest or writers committed meanwhile.
-async fn checkpoint(pool: &sqlx::SqlitePool) -> Result<(i64, i64), sqlx::Error> {
-    // The first column is 1 only when another connection was checkpointing (this one then did
-    // nothing; the next run retries).
+/// One checkpoint (`mode` PASSIVE or RESTART): (frames in the WAL, frames copied into the
+/// database file). Copied < frames when a reader still needs the rest or writers committed
+/// meanwhile.
+async fn checkpoint(conn: &mut sqlx::SqliteConnection, mode: &str) -> Result<(i64, i64), sqlx::Error> {
+    // The first column is 1 when the checkpoint could not finish: another connection was
+    // checkpointing, or (RESTART) readers still used the WAL after `RESTART_WAIT`; the next run
+    // retries.
     let (_busy, frames, copied): (i64, i64, i64) =
-        sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(pool).await?;
+        sqlx::query_as(&format!("PRAGMA wal_checkpoint({mode})")).fetch_one(conn).await?;
     Ok((frames, copied))
 }
 
-/// Starts checkpointing `pool`'s database every [`INTERVAL`]; `gate` is the process's SQLite
-/// write gate. Must be called within a Tokio runtime.
+/// One run of both passes.
+async fn run(conn: &mut sqlx::SqliteConnection, gate: &crate::WriteGate) -> Result<(), sqlx::Error> {
+    let (frames, copied) = checkpoint(conn, "PASSIVE").await?;
+    if frames >= RESTART_FRAMES && frames - copied <= GATED_FRAMES {
+        let _writers = gate.hold().await;
+        checkpoint(conn, "RESTART").await?;
+    }
+    Ok(())
+}
+
+/// Starts checkpointing `pool`'s database every [`INTERVAL`], on a connection of its own opened
+/// with the pool's options (and [`RESTART_WAIT`] as its busy timeout); `gate` is the process's
+/// SQLite write gate. Must be called within a Tokio runtime. Stops when the pool is closed.
 pub(crate) fn start(pool: sqlx::SqlitePool, gate: crate::WriteGate) -> Checkpointer {
+    use sqlx::Connection as _;
+    let options = (*pool.connect_options()).clone().busy_timeout(RESTART_WAIT);
     Checkpointer(tokio::spawn(async move {
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut conn: Option<sqlx::SqliteConnection> = None;
         let mut failing = false;
         loop {
             tick.tick().await;
-            let result = match checkpoint(&pool).await {
-                Ok((frames, copied)) if frames > copied && frames - copied <= GATED_FRAMES => {
-                    let _writers = gate.hold().await;
-                    checkpoint(&pool).await
-                }
-                other => other,
+            if pool.is_closed() {
+                return;
+            }
+            let result = match &mut conn {
+                Some(c) => run(c, &gate).await,
+                None => match sqlx::SqliteConnection::connect_with(&options).await {
+                    Ok(c) => run(conn.insert(c), &gate).await,
+                    Err(e) => Err(e),
+                },
             };
             match result {
-                Err(sqlx::Error::PoolClosed) => return,
-                Ok(_) if failing => {
+                Ok(()) if failing => {
                     failing = false;
                     tracing::info!("SQLite WAL checkpoints succeed again");
                 }
-                Ok(_) => {}
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!(error = %e, "SQLite WAL checkpoint failed; commits stay durable in the WAL, and the WAL is checkpointed by a commit once it holds {FOREGROUND_PAGES} pages");
+                Ok(()) => {}
+                Err(e) => {
+                    // A fresh connection next time (this one may be what failed).
+                    conn = None;
+                    if !failing {
+                        failing = true;
+                        tracing::warn!(error = %e, "SQLite WAL checkpoint failed; commits stay durable in the WAL, and the WAL is checkpointed by a commit once it holds {FOREGROUND_PAGES} pages");
+                    }
                 }
-                Err(_) => {}
             }
         }
     }))
