@@ -24,8 +24,10 @@
 
 use std::time::Duration;
 
-/// How often the background checkpoint runs.
-pub(crate) const INTERVAL: Duration = Duration::from_millis(200);
+/// How often the background checkpoint runs. Each run's copy and fsync of the database file
+/// slows the commits that meet it; at 50 ms they are short (1–3 ms for ~500 frames): audited
+/// reads at 1,000/s had p99 4.3–5.7 ms against 7.1–7.2 ms at 200 ms (BENCHMARKS.md, fifth session).
+pub(crate) const INTERVAL: Duration = Duration::from_millis(50);
 
 /// WAL pages (4 KiB) past which a committing connection checkpoints in the foreground, as SQLite
 /// does by default at 1,000: only reached if the background checkpoint cannot keep up.
