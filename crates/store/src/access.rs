@@ -222,43 +222,57 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// One round against one backend. Generated for both, like the queries.
-macro_rules! round {
-    ($name:ident, $q:ident, $begin:path, $Pool:ty, $tip:ident) => {
-        async fn $name(
-            pool: &$Pool,
-            tip: &crate::AccessTip,
-            signer: &LogSigner,
-            requests: &[&[AccessEntry]],
-        ) -> Result<Plan> {
-            use backend::$q as q;
-            let mut tx = $begin(pool).await?;
-            // The database's lock first, then the tip (as the sequencer): the tip is only ever
-            // waited for by a writer that already holds the access log's lock, so never long.
-            let mut cached = tip.lock().await;
-            let frontier = $tip(&mut *tx, &mut cached).await?;
-            let ids: Vec<Vec<u8>> = requests.iter().flat_map(|r| r.iter().map(|e| e.access_id.to_vec())).collect();
-            let existing: HashSet<[u8; 16]> = q::existing_access_ids(&mut *tx, &ids)
-                .await?
-                .into_iter()
-                .map(|id| id.try_into().map_err(|_| Error::Corrupt("an access_id is not 16 bytes".into())))
-                .collect::<Result<_>>()?;
-            let plan = plan(frontier.clone(), &existing, requests);
-            if plan.rows.is_empty() {
-                tx.rollback().await.map_err(crate::error::db("ending a read-only access round"))?;
-                *cached = Some(frontier);
-                return Ok(plan);
-            }
-            let size = plan.frontier.size();
-            let root = plan.frontier.root();
-            let cp =
-                SignedCheckpoint { tree_size: size, root, note: signer.sign(size, root)?, signed_at: Timestamp::now() };
-            q::insert_access(&mut *tx, &plan, &cp).await?;
-            tx.commit().await.map_err(crate::error::db("committing access records"))?;
-            *cached = Some(plan.frontier.clone());
-            Ok(plan)
-        }
+/// A round on PostgreSQL: a transaction under the access log's advisory lock, the head read,
+/// then rows, index rows, hashes and checkpoint in one statement
+/// ([`backend::postgres::insert_access`]) and `COMMIT`: five round trips. As on SQLite, the
+/// duplicate-id query runs only when `check`, after the UNIQUE constraint refused a round.
+async fn round_postgres(
+    pool: &sqlx::PgPool,
+    tip: &crate::AccessTip,
+    signer: &LogSigner,
+    requests: &[&[AccessEntry]],
+    check: bool,
+) -> Result<Plan> {
+    let mut tx = backend::begin_postgres_access(pool).await?;
+    // The database's lock first, then the tip (as the sequencer): the tip is only ever waited
+    // for by a writer that already holds the access log's lock, so never long.
+    let mut cached = tip.lock().await;
+    let frontier = tip_postgres(&mut tx, &mut cached).await?;
+    let existing = if check {
+        recorded_ids(backend::postgres::existing_access_ids(&mut tx, &ids(requests)).await?)?
+    } else {
+        HashSet::new()
     };
+    let plan = plan(frontier.clone(), &existing, requests);
+    if plan.rows.is_empty() {
+        tx.rollback().await.map_err(crate::error::db("ending a read-only access round"))?;
+        *cached = Some(frontier);
+        return Ok(plan);
+    }
+    let cp = checkpoint(signer, &plan.frontier)?;
+    backend::postgres::insert_access(&mut tx, &plan, &cp).await?;
+    tx.commit().await.map_err(crate::error::db("committing access records"))?;
+    *cached = Some(plan.frontier.clone());
+    Ok(plan)
+}
+
+/// Every access id of a round's requests.
+fn ids(requests: &[&[AccessEntry]]) -> Vec<Vec<u8>> {
+    requests.iter().flat_map(|r| r.iter().map(|e| e.access_id.to_vec())).collect()
+}
+
+/// The access ids the duplicate-id query found.
+fn recorded_ids(found: Vec<Vec<u8>>) -> Result<HashSet<[u8; 16]>> {
+    found
+        .into_iter()
+        .map(|id| id.try_into().map_err(|_| Error::Corrupt("an access_id is not 16 bytes".into())))
+        .collect()
+}
+
+/// The signed checkpoint of the access log's tree `frontier`.
+fn checkpoint(signer: &LogSigner, frontier: &Frontier) -> Result<SignedCheckpoint> {
+    let (size, root) = (frontier.size(), frontier.root());
+    Ok(SignedCheckpoint { tree_size: size, root, note: signer.sign(size, root)?, signed_at: Timestamp::now() })
 }
 
 /// The access log's committed tip, read in a transaction that holds its lock: `cached` when it
@@ -322,8 +336,6 @@ macro_rules! write_in {
 write_in!(write_in_sqlite, sqlite, tip_sqlite);
 write_in!(write_in_postgres, postgres, tip_postgres);
 
-round!(round_postgres, postgres, backend::begin_postgres_access, sqlx::PgPool, tip_postgres);
-
 /// A round on SQLite, on the writer's own connection (no pool checkout), in two trips to
 /// SQLite's worker thread where the pool's path took eight: `BEGIN IMMEDIATE` with the head
 /// read, then rows, index rows, hashes, checkpoint and `COMMIT` in one call
@@ -346,13 +358,8 @@ async fn round_sqlite(
     // The database's lock first, then the tip (as the sequencer).
     let mut cached = tip.lock().await;
     let frontier = tip_at_sqlite(&mut *conn, &mut cached, size).await?;
-    let existing: HashSet<[u8; 16]> = if check {
-        let ids: Vec<Vec<u8>> = requests.iter().flat_map(|r| r.iter().map(|e| e.access_id.to_vec())).collect();
-        backend::sqlite::existing_access_ids(&mut *conn, &ids)
-            .await?
-            .into_iter()
-            .map(|id| id.try_into().map_err(|_| Error::Corrupt("an access_id is not 16 bytes".into())))
-            .collect::<Result<_>>()?
+    let existing = if check {
+        recorded_ids(backend::sqlite::existing_access_ids(&mut *conn, &ids(requests)).await?)?
     } else {
         HashSet::new()
     };
@@ -365,9 +372,7 @@ async fn round_sqlite(
         *cached = Some(frontier);
         return Ok(plan);
     }
-    let size = plan.frontier.size();
-    let root = plan.frontier.root();
-    let cp = SignedCheckpoint { tree_size: size, root, note: signer.sign(size, root)?, signed_at: Timestamp::now() };
+    let cp = checkpoint(signer, &plan.frontier)?;
     backend::sqlite::write_access(&mut *conn, &plan, &cp, true).await?;
     *cached = Some(plan.frontier.clone());
     Ok(plan)
@@ -424,7 +429,17 @@ pub(crate) async fn run(
             let _gate = writes.enter(&db).await;
             match &db {
                 Db::Sqlite(p) => sqlite_round(&mut own, p, &tip, &signer, &requests).instrument(span).await,
-                Db::Postgres(p) => round_postgres(p, &tip, &signer, &requests).instrument(span).await,
+                Db::Postgres(p) => {
+                    async {
+                        // Again with the duplicate-id query if the UNIQUE constraint refused it.
+                        match round_postgres(p, &tip, &signer, &requests, false).await {
+                            Err(Error::Duplicate(_)) => round_postgres(p, &tip, &signer, &requests, true).await,
+                            other => other,
+                        }
+                    }
+                    .instrument(span)
+                    .await
+                }
             }
         };
         let committed = result.as_ref().map(|plan| plan.rows.len()).unwrap_or(0);

@@ -758,7 +758,11 @@ backend!(sqlite, sqlx::Sqlite, {
     }
 
     /// Writes a round of the access log: rows, index rows, hashes and the checkpoint.
-    pub(crate) async fn insert_access(conn: &mut Conn, plan: &crate::access::Plan, cp: &SignedCheckpoint) -> Result<()> {
+    pub(crate) async fn insert_access(
+        conn: &mut Conn,
+        plan: &crate::access::Plan,
+        cp: &SignedCheckpoint,
+    ) -> Result<()> {
         write_access(conn, plan, cp, false).await
     }
 
@@ -768,7 +772,12 @@ backend!(sqlite, sqlx::Sqlite, {
     /// 2026-12-02). Plain `?` placeholders, which sqlx binds in order across the statements; each
     /// statement stays within SQLite's bind-parameter limit. On an error the statements after
     /// the failing one (and the `COMMIT`) do not run; the caller rolls back.
-    pub(crate) async fn write_access(conn: &mut Conn, plan: &crate::access::Plan, cp: &SignedCheckpoint, commit: bool) -> Result<()> {
+    pub(crate) async fn write_access(
+        conn: &mut Conn,
+        plan: &crate::access::Plan,
+        cp: &SignedCheckpoint,
+        commit: bool,
+    ) -> Result<()> {
         let mut qb = QueryBuilder::<DB>::new("");
         for chunk in plan.rows.chunks(INSERT_CHUNK) {
             qb.push(format_args!("INSERT INTO access_log ({ACCESS_COLUMNS}) "));
@@ -896,19 +905,24 @@ backend!(postgres, sqlx::Postgres, {
         Ok(())
     }
 
-    /// Writes a round of the access log: rows, index rows and hashes (one UNNEST INSERT per
-    /// table), then the checkpoint.
-    pub(crate) async fn insert_access(conn: &mut Conn, plan: &crate::access::Plan, cp: &SignedCheckpoint) -> Result<()> {
-        insert_access_rows(conn, plan).await?;
-        insert_checkpoint(conn, Log::Access, cp).await
-    }
-
-    /// The access log's rows, index rows and hashes: one UNNEST INSERT per table.
-    async fn insert_access_rows(conn: &mut Conn, plan: &crate::access::Plan) -> Result<()> {
+    /// Writes a round of the access log in one statement: rows, index rows and hashes (an
+    /// UNNEST of column arrays per table) as data-modifying CTEs, and the checkpoint (one round
+    /// trip instead of four; every CTE runs, referenced or not).
+    pub(crate) async fn insert_access(
+        conn: &mut Conn,
+        plan: &crate::access::Plan,
+        cp: &SignedCheckpoint,
+    ) -> Result<()> {
         let a = &plan.rows;
+        // Rows of different lengths: each row's tokens travel as one string and are split in
+        // the statement (tokens are hex, never holding a space).
         sqlx::query(
-            "INSERT INTO access_log (position, access_id, at, agency, user_id, granted, record, leaf_hash) \
-             SELECT * FROM UNNEST($1::int8[], $2::bytea[], $3::int8[], $4::text[], $5::text[], $6::bool[], $7::bytea[], $8::bytea[])",
+            "WITH a AS (INSERT INTO access_log (position, access_id, at, agency, user_id, granted, record, leaf_hash) \
+                 SELECT * FROM UNNEST($1::int8[], $2::bytea[], $3::int8[], $4::text[], $5::text[], $6::bool[], $7::bytea[], $8::bytea[])), \
+             k AS (INSERT INTO access_keys (position, keys) \
+                 SELECT p, string_to_array(k, ' ') FROM UNNEST($9::int8[], $10::text[]) AS t(p, k)), \
+             h AS (INSERT INTO access_merkle_hashes (idx, hash) SELECT * FROM UNNEST($11::int8[], $12::bytea[])) \
+             INSERT INTO access_checkpoints (tree_size, root, note, signed_at) VALUES ($13, $14, $15, $16)",
         )
         .bind(a.iter().map(|a| to_i64(a.position)).collect::<Vec<_>>())
         .bind(a.iter().map(|a| a.access_id.to_vec()).collect::<Vec<_>>())
@@ -918,28 +932,17 @@ backend!(postgres, sqlx::Postgres, {
         .bind(a.iter().map(|a| a.granted).collect::<Vec<_>>())
         .bind(a.iter().map(|a| a.record.clone()).collect::<Vec<_>>())
         .bind(a.iter().map(|a| a.leaf_hash.0.to_vec()).collect::<Vec<_>>())
+        .bind(plan.keys.iter().map(|(p, _)| to_i64(*p)).collect::<Vec<_>>())
+        .bind(plan.keys.iter().map(|(_, t)| t.join(" ")).collect::<Vec<_>>())
+        .bind(plan.hashes.iter().map(|(i, _)| to_i64(*i)).collect::<Vec<_>>())
+        .bind(plan.hashes.iter().map(|(_, h)| h.0.to_vec()).collect::<Vec<_>>())
+        .bind(to_i64(cp.tree_size))
+        .bind(cp.root.0.to_vec())
+        .bind(cp.note.clone())
+        .bind(cp.signed_at.micros())
         .execute(&mut *conn)
         .await
-        .map_err(db("inserting access records"))?;
-        if !plan.keys.is_empty() {
-            // Rows of different lengths: each row's tokens travel as one string and are split
-            // in the statement (tokens are hex, never holding a space).
-            sqlx::query(
-                "INSERT INTO access_keys (position, keys) \
-                 SELECT p, string_to_array(k, ' ') FROM UNNEST($1::int8[], $2::text[]) AS t(p, k)",
-            )
-            .bind(plan.keys.iter().map(|(p, _)| to_i64(*p)).collect::<Vec<_>>())
-            .bind(plan.keys.iter().map(|(_, t)| t.join(" ")).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await
-            .map_err(db("inserting access index rows"))?;
-        }
-        sqlx::query("INSERT INTO access_merkle_hashes (idx, hash) SELECT * FROM UNNEST($1::int8[], $2::bytea[])")
-            .bind(plan.hashes.iter().map(|(i, _)| to_i64(*i)).collect::<Vec<_>>())
-            .bind(plan.hashes.iter().map(|(_, h)| h.0.to_vec()).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await
-            .map_err(db("inserting access merkle hashes"))?;
+        .map_err(db("writing access records"))?;
         Ok(())
     }
 });
