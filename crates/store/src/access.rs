@@ -10,8 +10,12 @@
 //! holding the access log's lock (`BEGIN IMMEDIATE` in SQLite; in PostgreSQL an advisory lock of
 //! its own, so access writes do not wait on appends that record no access), reads the head, assigns gap-free
 //! positions, writes rows, index rows, hashes and a signed checkpoint, commits, and only then
-//! answers. A refused request (duplicate id) writes nothing and does not disturb the others; if
-//! the transaction fails, every request of the round gets the error and nothing is acknowledged.
+//! answers. A round costs few trips to the database: on SQLite, on the writer's own connection,
+//! two (`BEGIN IMMEDIATE` with the head read; every insert and `COMMIT` in one call); on
+//! PostgreSQL five. A refused request (duplicate id) writes nothing and does not disturb the
+//! others: ids are minted by the server, so a round does not look them up first; when the UNIQUE
+//! constraint refuses one, the round is decided again with the lookup. If the transaction fails,
+//! every request of the round gets the error and nothing is acknowledged.
 //!
 //! The sequencer writes the access record of an append in the append's own transaction, with
 //! the same [`plan`] and insert (`write_in_*`); the two writers share the log's tip
