@@ -149,11 +149,13 @@ pub(crate) fn tokens(e: &AccessEntry) -> Vec<String> {
 
 /// The token of one key of `kind` (`s` for a subject, `i` for an item).
 pub(crate) fn token(kind: &str, key: &str) -> String {
-    use std::fmt::Write as _;
-    // On the read path (every key of every access record): no allocation per byte.
+    // On the read path (every key of every access record): a table, not `fmt` per byte (which
+    // was ~3 % of a recorded read's CPU in a profile).
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(2 * (kind.len() + 1 + key.len()));
     for b in kind.bytes().chain([b':']).chain(key.bytes()) {
-        let _ = write!(out, "{b:02X}");
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
     out
 }
@@ -472,6 +474,14 @@ mod tests {
             items: vec!["pos:1".into(), "pos:1".into()],
             record: vec![id],
         }
+    }
+
+    #[test]
+    fn a_token_is_the_upper_case_hex_of_its_key_as_sqlite_hex_makes_it() {
+        // Migration 0005 built the first tokens with SQLite's `hex('s:' || subject)`.
+        assert_eq!(token("s", "child:é"), "733A6368696C643AC3A9");
+        assert_eq!(token("i", ""), "693A");
+        assert_eq!(untoken(&token("s", "child:é \"x\"")), ("subject".to_owned(), "child:é \"x\"".to_owned()));
     }
 
     #[test]
