@@ -290,7 +290,8 @@ macro_rules! tip {
             $at(conn, cached, size).await
         }
 
-        /// The tip when the committed size, read under the lock, is `size`.
+        /// The tip when the committed size, read under the lock, is `size` (the SQLite writer
+        /// reads it in the same call as its `BEGIN`; unused on PostgreSQL).
         #[allow(dead_code)]
         async fn $at(conn: &mut backend::$q::Conn, cached: &mut Option<Frontier>, size: u64) -> Result<Frontier> {
             use backend::$q as q;
