@@ -262,6 +262,17 @@ async fn round_postgres(
     Ok(plan)
 }
 
+/// The outcome of a round decided with the duplicate-id query. A UNIQUE constraint refusing it
+/// then is not a recorded id (the query found none) but a position, hash or checkpoint already
+/// stored beyond the head: the log contradicts itself. It must not reach callers as
+/// [`Error::Duplicate`], which says "already recorded".
+fn recheck_outcome(outcome: Result<Plan>) -> Result<Plan> {
+    match outcome {
+        Err(Error::Duplicate(m)) => Err(Error::Corrupt(format!("the access log refused new rows at its head: {m}"))),
+        other => other,
+    }
+}
+
 /// Every access id of a round's requests.
 fn ids(requests: &[&[AccessEntry]]) -> Vec<Vec<u8>> {
     requests.iter().flat_map(|r| r.iter().map(|e| e.access_id.to_vec())).collect()
@@ -344,7 +355,8 @@ write_in!(write_in_sqlite, sqlite, tip_sqlite);
 write_in!(write_in_postgres, postgres, tip_postgres);
 
 /// A round on SQLite, on the writer's own connection (no pool checkout), in two trips to
-/// SQLite's worker thread where the pool's path took eight: `BEGIN IMMEDIATE` with the head
+/// SQLite's worker thread where the pool's path took eight (one more for the tip when another
+/// process wrote since, one more for the duplicate-id query): `BEGIN IMMEDIATE` with the head
 /// read, then rows, index rows, hashes, checkpoint and `COMMIT` in one call
 /// ([`backend::sqlite::write_access`]). The access ids are minted by the server, so the
 /// duplicate-id query runs only when `check` (after the UNIQUE constraint refused a round): the
@@ -414,6 +426,7 @@ async fn sqlite_round(
         }
         match result {
             Err(Error::Duplicate(_)) if !check => check = true,
+            other if check => return recheck_outcome(other),
             other => return other,
         }
     }
@@ -440,7 +453,9 @@ pub(crate) async fn run(
                     async {
                         // Again with the duplicate-id query if the UNIQUE constraint refused it.
                         match round_postgres(p, &tip, &signer, &requests, false).await {
-                            Err(Error::Duplicate(_)) => round_postgres(p, &tip, &signer, &requests, true).await,
+                            Err(Error::Duplicate(_)) => {
+                                recheck_outcome(round_postgres(p, &tip, &signer, &requests, true).await)
+                            }
                             other => other,
                         }
                     }

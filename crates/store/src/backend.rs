@@ -817,7 +817,9 @@ backend!(sqlite, sqlx::Sqlite, {
         if commit {
             qb.push("; COMMIT");
         }
-        qb.build().execute(&mut *conn).await.map_err(db("writing access records"))?;
+        // Not kept prepared: the text varies with the round's row counts, and a cache of such
+        // programs would mostly miss and hold large ones.
+        qb.build().persistent(false).execute(&mut *conn).await.map_err(db("writing access records"))?;
         Ok(())
     }
 });

@@ -231,7 +231,8 @@ pub struct Page {
 /// Store settings.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Connections in the pool.
+    /// Connections in the pool. On SQLite the access-log writer and the WAL checkpoint each
+    /// keep one more of their own.
     pub max_connections: u32,
     /// How often a subscriber re-checks the database for events written by other processes.
     pub poll_interval: Duration,

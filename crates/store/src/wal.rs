@@ -8,15 +8,16 @@
 //! 1. a PASSIVE checkpoint without any lock of ours: it copies what no reader still needs and
 //!    takes no write lock, so writers go on meanwhile;
 //! 2. once the WAL holds [`RESTART_FRAMES`] frames and pass 1 left at most [`GATED_FRAMES`]
-//!    (those committed during it), a RESTART checkpoint holding the process's
-//!    [`WriteGate`](crate::WriteGate): it copies the rest and waits (at most
-//!    [`RESTART_WAIT`]) for readers still using the WAL to finish, so the next writer starts the
-//!    WAL again from its beginning. Pass 1 alone rarely lets that happen while reads run back to
-//!    back: a WAL is only rewound when no reader still uses it, and each reader that starts while
-//!    writes go on uses it. Writers wait for this short pass only.
+//!    (committed during it, or still needed by a reader), and the WAL has grown since the last
+//!    such pass, a RESTART checkpoint holding the process's [`WriteGate`](crate::WriteGate):
+//!    it takes SQLite's write lock, copies the rest and waits for readers still using the WAL
+//!    to finish (all within [`RESTART_WAIT`]), so the next writer starts the WAL again from its
+//!    beginning. Pass 1 alone rarely lets that happen while reads run back to back: a WAL is
+//!    only rewound when no reader still uses it, and each reader that starts while writes go on
+//!    uses it. Writers, in this process and others, wait for this short pass only.
 //!
 //! A WAL that has grown is truncated to [`JOURNAL_SIZE_LIMIT`] when it is rewound; that limit is
-//! the fallback's size, so a WAL this task keeps small is never truncated (a truncation of
+//! above the fallback's size, so a WAL this task keeps small is never truncated (a truncation of
 //! 20–60 MB, inside the commit that rewinds the WAL, took that commit 4–24 ms). Durability is
 //! unchanged: a commit is durable once its WAL frames are fsynced (`synchronous = FULL`),
 //! checkpointed or not. Measured: the 200k-event load 4–14 % faster, its rebuild 11–15 %
@@ -33,10 +34,11 @@ pub(crate) const INTERVAL: Duration = Duration::from_millis(50);
 /// does by default at 1,000: only reached if the background checkpoint cannot keep up.
 pub(crate) const FOREGROUND_PAGES: &str = "16384";
 
-/// Bytes the `-wal` file is truncated to when it is rewound after growing past them: the
-/// fallback's [`FOREGROUND_PAGES`] pages of 4 KiB, so only a WAL that grew past the fallback (a
-/// transaction larger than it) is truncated.
-pub(crate) const JOURNAL_SIZE_LIMIT: &str = "67108864";
+/// Bytes the `-wal` file is truncated to when it is rewound after growing past them (80 MiB):
+/// above a WAL of [`FOREGROUND_PAGES`] frames (4 KiB pages and a 24-byte header each, 67.5 MB),
+/// so only a WAL that grew past the fallback (a transaction larger than it, or readers pinning
+/// it) is truncated.
+pub(crate) const JOURNAL_SIZE_LIMIT: &str = "83886080";
 
 /// WAL frames (4 KiB pages) from which the second pass rewinds the WAL (16 MiB).
 const RESTART_FRAMES: i64 = 4096;
@@ -44,8 +46,8 @@ const RESTART_FRAMES: i64 = 4096;
 /// The most frames left by the first pass that the second copies while writers wait (1 MiB).
 const GATED_FRAMES: i64 = 256;
 
-/// How long the second pass waits for readers still using the WAL (its connection's busy
-/// timeout); it gives up after that and the next run tries again.
+/// How long the second pass waits in all, for SQLite's write lock and for readers still using
+/// the WAL (its connection's busy timeout); it gives up after that and a later run tries again.
 const RESTART_WAIT: Duration = Duration::from_millis(10);
 
 /// The background checkpoint task; stops when dropped (with the store).
@@ -69,11 +71,18 @@ async fn checkpoint(conn: &mut sqlx::SqliteConnection, mode: &str) -> Result<(i6
     Ok((frames, copied))
 }
 
-/// One run of both passes.
-async fn run(conn: &mut sqlx::SqliteConnection, gate: &crate::WriteGate) -> Result<(), sqlx::Error> {
+/// One run of both passes. `restarted` is the WAL's frame count at the last RESTART pass: the
+/// WAL keeps that count until the next write rewinds it, and a RESTART with nothing new to copy
+/// would only hold writers back (up to [`RESTART_WAIT`] while a reader still uses the WAL).
+async fn run(
+    conn: &mut sqlx::SqliteConnection,
+    gate: &crate::WriteGate,
+    restarted: &mut Option<i64>,
+) -> Result<(), sqlx::Error> {
     let (frames, copied) = checkpoint(conn, "PASSIVE").await?;
-    if frames >= RESTART_FRAMES && frames - copied <= GATED_FRAMES {
+    if frames >= RESTART_FRAMES && frames - copied <= GATED_FRAMES && *restarted != Some(frames) {
         let _writers = gate.hold().await;
+        *restarted = Some(frames);
         checkpoint(conn, "RESTART").await?;
     }
     Ok(())
@@ -89,6 +98,7 @@ pub(crate) fn start(pool: sqlx::SqlitePool, gate: crate::WriteGate) -> Checkpoin
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut conn: Option<sqlx::SqliteConnection> = None;
+        let mut restarted = None;
         let mut failing = false;
         loop {
             tick.tick().await;
@@ -96,9 +106,9 @@ pub(crate) fn start(pool: sqlx::SqlitePool, gate: crate::WriteGate) -> Checkpoin
                 return;
             }
             let result = match &mut conn {
-                Some(c) => run(c, &gate).await,
+                Some(c) => run(c, &gate, &mut restarted).await,
                 None => match sqlx::SqliteConnection::connect_with(&options).await {
-                    Ok(c) => run(conn.insert(c), &gate).await,
+                    Ok(c) => run(conn.insert(c), &gate, &mut restarted).await,
                     Err(e) => Err(e),
                 },
             };
