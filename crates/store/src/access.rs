@@ -406,30 +406,39 @@ async fn sqlite_round(
     tip: &crate::AccessTip,
     signer: &LogSigner,
     requests: &[&[AccessEntry]],
+    check: bool,
 ) -> Result<Plan> {
     use sqlx::Connection as _;
-    let mut check = false;
-    loop {
-        let conn = match own {
-            Some(c) => c,
-            None => own.insert(
-                sqlx::SqliteConnection::connect_with(&pool.connect_options())
-                    .await
-                    .map_err(crate::error::db("opening the access log's connection"))?,
-            ),
-        };
-        let result = round_sqlite(conn, tip, signer, requests, check).await;
-        if result.is_err()
-            && let Some(c) = own.take()
-        {
-            let _ = c.close().await;
-        }
-        match result {
-            Err(Error::Duplicate(_)) if !check => check = true,
-            other if check => return recheck_outcome(other),
-            other => return other,
-        }
+    let conn = match own {
+        Some(c) => c,
+        None => own.insert(
+            sqlx::SqliteConnection::connect_with(&pool.connect_options())
+                .await
+                .map_err(crate::error::db("opening the access log's connection"))?,
+        ),
+    };
+    let result = round_sqlite(conn, tip, signer, requests, check).await;
+    if result.is_err()
+        && let Some(c) = own.take()
+    {
+        let _ = c.close().await;
     }
+    result
+}
+
+/// Decides a round (`$round`, with `$check` bound) without the duplicate-id query and, if the
+/// UNIQUE constraint refused it, again with it, for both backends.
+macro_rules! with_recheck {
+    (|$check:ident| $round:expr) => {{
+        let $check = false;
+        match $round {
+            Err(Error::Duplicate(_)) => {
+                let $check = true;
+                recheck_outcome($round)
+            }
+            other => other,
+        }
+    }};
 }
 
 /// The writer task: runs until every sender is dropped, answering what was queued.
@@ -447,22 +456,16 @@ pub(crate) async fn run(
             let requests = round.items();
             let span = tracing::debug_span!("access_round", requests = requests.len());
             let _gate = writes.enter(&db).await;
-            match &db {
-                Db::Sqlite(p) => sqlite_round(&mut own, p, &tip, &signer, &requests).instrument(span).await,
-                Db::Postgres(p) => {
-                    async {
-                        // Again with the duplicate-id query if the UNIQUE constraint refused it.
-                        match round_postgres(p, &tip, &signer, &requests, false).await {
-                            Err(Error::Duplicate(_)) => {
-                                recheck_outcome(round_postgres(p, &tip, &signer, &requests, true).await)
-                            }
-                            other => other,
-                        }
+            async {
+                match &db {
+                    Db::Sqlite(p) => {
+                        with_recheck!(|check| sqlite_round(&mut own, p, &tip, &signer, &requests, check).await)
                     }
-                    .instrument(span)
-                    .await
+                    Db::Postgres(p) => with_recheck!(|check| round_postgres(p, &tip, &signer, &requests, check).await),
                 }
             }
+            .instrument(span)
+            .await
         };
         let committed = result.as_ref().map(|plan| plan.rows.len()).unwrap_or(0);
         let outcomes = result.map(|plan| {

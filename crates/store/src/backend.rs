@@ -493,7 +493,6 @@ macro_rules! backend {
                 rows.iter().map(|r| r.try_get::<Vec<u8>, _>(0).map_err(db("reading access ids"))).collect()
             }
 
-
             pub(crate) async fn accesses(pool: &sqlx::Pool<DB>, f: &AccessFilter, limit: u32) -> Result<Vec<RecordedAccess>> {
                 let mut qb = QueryBuilder::<DB>::new(format!("SELECT {ACCESS_COLUMNS} FROM access_log WHERE TRUE"));
                 if let Some(a) = &f.agency {
