@@ -762,22 +762,45 @@ backend!(sqlite, sqlx::Sqlite, {
         plan: &crate::access::Plan,
         cp: &SignedCheckpoint,
     ) -> Result<()> {
-        write_access(conn, plan, cp, false).await
+        write_access(conn, plan, cp, AccessTxn::Within).await
     }
 
-    /// Writes a round of the access log — rows, index rows, hashes and the checkpoint, then
-    /// `COMMIT` when `commit` — as one multi-statement call: one trip to SQLite's worker thread
+    /// How [`write_access`] stands to the transaction it writes in.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum AccessTxn {
+        /// Within the caller's transaction, which stays open.
+        Within,
+        /// Within a transaction the caller began, committed at the end.
+        Commit,
+        /// In a transaction of its own: `BEGIN IMMEDIATE` first, `COMMIT` at the end, and the
+        /// round's first row written only if the log's head is still the one the round was
+        /// planned on (see [`write_access`]).
+        Own,
+    }
+
+    /// Writes a round of the access log — rows, index rows, hashes and the checkpoint — in the
+    /// transaction `txn` says, as one multi-statement call: one trip to SQLite's worker thread
     /// instead of one per statement (each trip waited its turn on two busy cores; BENCHMARKS.md,
     /// 2026-12-02). Plain `?` placeholders, which sqlx binds in order across the statements; each
     /// statement stays within SQLite's bind-parameter limit. On an error the statements after
     /// the failing one (and the `COMMIT`) do not run; the caller rolls back.
+    ///
+    /// With [`AccessTxn::Own`] the round was planned on a head read before the write lock was
+    /// taken (the tip this process last committed), so the first row checks it under the lock:
+    /// its leaf hash is NULL, refused by `NOT NULL`, unless the log's last position is the one
+    /// before the round's first. Together with the position's uniqueness (another writer's rows
+    /// at the planned positions are refused) the round is written at the head or not at all.
     pub(crate) async fn write_access(
         conn: &mut Conn,
         plan: &crate::access::Plan,
         cp: &SignedCheckpoint,
-        commit: bool,
+        txn: AccessTxn,
     ) -> Result<()> {
         let mut qb = QueryBuilder::<DB>::new("");
+        if txn == AccessTxn::Own {
+            qb.push("BEGIN IMMEDIATE; ");
+        }
+        let first = plan.rows.first().map(|a| a.position);
         for chunk in plan.rows.chunks(INSERT_CHUNK) {
             qb.push(format_args!("INSERT INTO access_log ({ACCESS_COLUMNS}) "));
             qb.push_values(chunk, |mut b, a| {
@@ -787,8 +810,16 @@ backend!(sqlite, sqlx::Sqlite, {
                     .push_bind(a.agency.as_str())
                     .push_bind(a.user.as_str())
                     .push_bind(a.granted)
-                    .push_bind(a.record.as_slice())
-                    .push_bind(a.leaf_hash.0.as_slice());
+                    .push_bind(a.record.as_slice());
+                if txn == AccessTxn::Own && Some(a.position) == first {
+                    b.push("(SELECT CASE WHEN coalesce(max(position), -1) = ")
+                        .push_bind_unseparated(to_i64(a.position) - 1)
+                        .push_unseparated(" THEN ")
+                        .push_bind_unseparated(a.leaf_hash.0.as_slice())
+                        .push_unseparated(" END FROM access_log)");
+                } else {
+                    b.push_bind(a.leaf_hash.0.as_slice());
+                }
             });
             qb.push("; ");
         }
@@ -813,7 +844,7 @@ backend!(sqlite, sqlx::Sqlite, {
                 .push_bind(cp.note.as_str())
                 .push_bind(cp.signed_at.micros());
         });
-        if commit {
+        if txn != AccessTxn::Within {
             qb.push("; COMMIT");
         }
         // Not kept prepared: the text varies with the round's row counts, and a cache of such

@@ -359,12 +359,18 @@ async fn the_access_log_is_independent_of_the_event_log_and_survives_reopening(f
     }
     assert_eq!(all(&f.store).await.len(), 41);
     check_tree(&f.store).await;
+    // A record the other process just wrote is found through the index at once (on SQLite the
+    // index is filled after the commit; a query waits for it, whichever process wrote).
+    other.record_access(vec![entry(2, "met-police", "p1", true, &["child:x"], &["pos:9"])]).await.unwrap();
+    let by_subject = AccessFilter { subject: Some("child:x".into()), ..Default::default() };
+    assert_eq!(f.store.accesses(&by_subject).await.unwrap().len(), 1);
+    assert_eq!(f.store.access_index_rows(41, 42).await.unwrap().len(), 2);
     other.shutdown().await;
     f.store.shutdown().await;
     assert!(matches!(f.store.record_access(vec![entry(1, "", "", true, &[], &[])]).await, Err(Error::Unavailable(_))));
     let again = open(&f.url).await;
-    assert_eq!(*again.watch_access_head().borrow(), 41);
-    assert_eq!(again.record_access(vec![entry(1, "", "", true, &[], &[])]).await.unwrap(), vec![41]);
+    assert_eq!(*again.watch_access_head().borrow(), 42);
+    assert_eq!(again.record_access(vec![entry(1, "", "", true, &[], &[])]).await.unwrap(), vec![42]);
     check_tree(&again).await;
     again.shutdown().await;
 
@@ -373,7 +379,7 @@ async fn the_access_log_is_independent_of_the_event_log_and_survives_reopening(f
         unstarted.record_access(vec![entry(1, "", "", true, &[], &[])]).await,
         Err(Error::Unavailable(_))
     ));
-    assert_eq!(unstarted.accesses(&AccessFilter::default()).await.unwrap().len(), 42);
+    assert_eq!(unstarted.accesses(&AccessFilter::default()).await.unwrap().len(), 43);
 }
 
 fn event(stream: &str, agency: &str, key: &str, effect: RegistryEffect) -> NewEvent {
