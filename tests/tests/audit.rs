@@ -92,7 +92,13 @@ async fn an_auditor_finds_and_replays_a_dsl_read(mut s: TestServer) {
     let by_record =
         list(&mut dpo, pb::ListAccessesRequest { record_position: Some(receipt.position), ..Default::default() }).await;
     assert!(by_record.iter().any(|e| record(e).access_id == r.access_id));
-    assert!(by_record.iter().any(|e| record(e).method == "Append"), "the police append is on record too");
+    let append =
+        by_record.iter().map(record).find(|x| x.method == "Append").expect("the police append is on record too");
+    assert_ne!(append.policy_version, 0);
+    assert_eq!(
+        append.policy_version, r.policy_version,
+        "the append names the sharing policy it was checked under (the one the DSL read under)"
+    );
 
     // The replay re-builds exactly what the DSL was shown, also after a restart (the live read
     // models then come from their stored rows; the replay folds the log).

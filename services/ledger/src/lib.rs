@@ -734,7 +734,7 @@ impl Ledger {
         &self,
         who: &Principal,
         request: Vec<pb::SignedEvent>,
-        record: Option<accord_store::AppendRecord>,
+        access: (&Call, &Disclosed),
     ) -> Result<Vec<accord_store::Receipt>> {
         let mut attempt = 0;
         loop {
@@ -746,6 +746,14 @@ impl Ledger {
                 r => r?,
             };
             let adopts = events.iter().any(|e| matches!(e.effect, RegistryEffect::AdoptPolicy));
+            // The access record names the sharing policy the events were checked under (the
+            // sequencer refuses them if another is in force when they are recorded).
+            let (call, written) = access;
+            let written = Disclosed {
+                policy_version: events.iter().find_map(|e| e.policy_version).unwrap_or(0),
+                ..written.clone()
+            };
+            let record = self.access.for_append(call, written);
             let appended = match &record {
                 Some(record) => self.store.append_recorded(events, record.clone()).await,
                 None => self.store.append(events).await,
@@ -908,8 +916,8 @@ impl pb::ledger_server::Ledger for Ledger {
             let request = req.into_inner().events;
             // The access record is written in the append's own transaction: the events and
             // their record are durable together, or neither is.
-            let record = self.access.for_append(&call, written(&request, &who));
-            let receipts = self.append_as(&who, request, record).await?;
+            let written = written(&request, &who);
+            let receipts = self.append_as(&who, request, (&call, &written)).await?;
             if let Some(r) = receipts.first() {
                 tracing::Span::current().record("first_position", r.position);
             }
