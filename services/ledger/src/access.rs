@@ -48,6 +48,17 @@ fn header<T>(req: &Request<T>, key: &str) -> Option<Result<String, ()>> {
     req.metadata().get(key).map(|v| v.to_str().map(|s| s.trim().to_owned()).map_err(|_| ()))
 }
 
+/// The OpenTelemetry trace id of the current span, as 32 lower-case hex digits; `None` when
+/// traces are not being recorded (no OpenTelemetry layer, or the span is not sampled into one).
+fn current_trace_id() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
 fn printable(s: &str) -> bool {
     s.chars().all(|c| c.is_ascii() && !c.is_ascii_control())
 }
@@ -81,8 +92,10 @@ impl Call {
         };
         // The RPC's span (telemetry's `rpc_span`) carries the same id as the access record.
         tracing::Span::current().record("request_id", request_id.as_str());
-        // W3C trace context: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
-        let trace_id = match header(req, "traceparent") {
+        // The trace the RPC's span belongs to when traces are exported (the caller's when it
+        // sent a `traceparent`, else the one the server started); otherwise the caller's W3C
+        // trace context, `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, if any.
+        let trace_id = current_trace_id().unwrap_or_else(|| match header(req, "traceparent") {
             Some(Ok(t)) => t
                 .split('-')
                 .nth(1)
@@ -90,7 +103,7 @@ impl Call {
                 .map(str::to_ascii_lowercase)
                 .unwrap_or_default(),
             _ => String::new(),
-        };
+        });
         Call {
             service,
             method,
