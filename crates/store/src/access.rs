@@ -21,8 +21,9 @@
 //!
 //! The sequencer writes the access record of an append in the append's own transaction, with
 //! the same [`plan`] and insert (`write_in_*`); the two writers share the log's tip
-//! ([`AccessTip`](crate::AccessTip)), taken after the access log's database lock and held until
-//! the round commits. So an access round also waits for an append round that records an access
+//! ([`AccessTip`](crate::AccessTip)), held until the round commits: taken after the access log's
+//! database lock, except by the SQLite writer's round at its tip, which takes it first (both
+//! writers hold the process's SQLite write gate before either, so they never wait on each other). So an access round also waits for an append round that records an access
 //! (on PostgreSQL the sequencer holds the event log's lock and then takes the access log's).
 
 use std::collections::{BTreeSet, HashSet};
@@ -444,11 +445,17 @@ async fn sqlite_round(
         match round_sqlite_at_tip(connection(own, pool).await?, tip, signer, requests).await {
             Ok(Some(plan)) => return Ok(plan),
             Ok(None) => {}
-            Err(e) => {
-                // Another process wrote since, or the write failed: decided again from the
-                // database's head, on a new connection.
-                tracing::debug!(error = %e, "access round at the cached tip refused; reading the head");
+            // The database went away, maybe with the `COMMIT` in flight: the outcome is
+            // unknown, and the callers must be told so (not "already recorded" by a retry).
+            Err(e @ Error::Unavailable(_)) => {
                 close(own).await;
+                return Err(e);
+            }
+            Err(e) => {
+                // Refused (another process wrote since) or failed before `COMMIT`: rolled back,
+                // and decided again from the database's head.
+                tracing::debug!(error = %e, "access round at the cached tip refused; reading the head");
+                rollback(own).await;
             }
         }
     }
@@ -473,6 +480,17 @@ async fn connection<'c>(
                 .map_err(crate::error::db("opening the access log's connection"))?,
         ),
     })
+}
+
+/// Rolls back what a failed round left open on the writer's connection (keeping it), or closes
+/// the connection when that fails (nothing was open, or the connection is broken).
+async fn rollback(own: &mut Option<sqlx::SqliteConnection>) {
+    if let Some(c) = own.as_mut()
+        && sqlx::query("ROLLBACK").execute(&mut *c).await.is_ok()
+    {
+        return;
+    }
+    close(own).await;
 }
 
 /// Closes the writer's connection, which rolls back whatever a failed round left open.

@@ -359,8 +359,8 @@ async fn the_access_log_is_independent_of_the_event_log_and_survives_reopening(f
     }
     assert_eq!(all(&f.store).await.len(), 41);
     check_tree(&f.store).await;
-    // A record the other process just wrote is found through the index at once (on SQLite the
-    // index is filled after the commit; a query waits for it, whichever process wrote).
+    // A record the other process just wrote is found through the index at once, by a process
+    // whose cached tip it overtook (its next round is refused at that tip and decided again).
     other.record_access(vec![entry(2, "met-police", "p1", true, &["child:x"], &["pos:9"])]).await.unwrap();
     let by_subject = AccessFilter { subject: Some("child:x".into()), ..Default::default() };
     assert_eq!(f.store.accesses(&by_subject).await.unwrap().len(), 1);

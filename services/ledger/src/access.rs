@@ -48,8 +48,9 @@ fn header<T>(req: &Request<T>, key: &str) -> Option<Result<String, ()>> {
     req.metadata().get(key).map(|v| v.to_str().map(|s| s.trim().to_owned()).map_err(|_| ()))
 }
 
-/// The OpenTelemetry trace id of the current span, as 32 lower-case hex digits; `None` when
-/// traces are not being recorded (no OpenTelemetry layer, or the span is not sampled into one).
+/// The OpenTelemetry trace id of the current span, as 32 lower-case hex digits; `None` when no
+/// OpenTelemetry layer records the span. (With a ratio sampler a trace may be named that was
+/// not exported.)
 fn current_trace_id() -> Option<String> {
     use opentelemetry::trace::TraceContextExt as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;

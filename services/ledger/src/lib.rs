@@ -747,7 +747,7 @@ impl Ledger {
             };
             let adopts = events.iter().any(|e| matches!(e.effect, RegistryEffect::AdoptPolicy));
             // The access record names the sharing policy the events were checked under (the
-            // sequencer refuses them if another is in force when they are recorded).
+            // sequencer refuses new events if another is in force when they are recorded).
             let (call, written) = access;
             let written = Disclosed {
                 policy_version: events.iter().find_map(|e| e.policy_version).unwrap_or(0),
