@@ -99,6 +99,7 @@ async fn an_auditor_finds_and_replays_a_dsl_read(mut s: TestServer) {
         append.policy_version, r.policy_version,
         "the append names the sharing policy it was checked under (the one the DSL read under)"
     );
+    assert!(!append.policy_ids.is_empty(), "the append names the policies that allowed it");
 
     // The replay re-builds exactly what the DSL was shown, also after a restart (the live read
     // models then come from their stored rows; the replay folds the log).
@@ -194,6 +195,12 @@ async fn refusals_are_recorded(s: TestServer) {
     let got: Vec<_> = denied.iter().map(|e| (record(e).method.as_str(), record(e).denial_code.as_str())).collect();
     assert_eq!(got, vec![("Query", "InvalidArgument"), ("Query", "InvalidArgument"), ("Append", "PermissionDenied")]);
     assert!(denied.iter().all(|e| record(e).outcome == pb::AccessOutcome::Denied as i32));
+    let append = record(&denied[2]);
+    assert!(
+        append.policy_version != 0 && !append.policy_ids.is_empty(),
+        "a refusal by the sharing policy names its version and deciding policies: {append:?}"
+    );
+    assert!(append.policy_ids.iter().all(|id| append.denial_reason.contains(id.as_str())), "{append:?}");
     let granted = list(&mut dpo, by_user("st-marys-school", "dsl-1")).await;
     assert_eq!(granted.len(), 3, "nothing was granted");
 

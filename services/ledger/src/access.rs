@@ -382,6 +382,12 @@ impl AccessLog {
     /// Records a refused call and returns the status to send. If even the refusal cannot be
     /// recorded, the refusal is still sent (it discloses nothing) and the failure is logged.
     pub async fn denied(&self, call: &Call, status: Status) -> Status {
+        self.denied_under(call, Disclosed::default(), status).await
+    }
+
+    /// Records a denied call with what is known of the decision (the sharing policy's version
+    /// and the deciding policies, when a policy refused); returns `status`.
+    pub async fn denied_under(&self, call: &Call, decided: Disclosed, status: Status) -> Status {
         DENIED.add(
             1,
             &[
@@ -390,7 +396,7 @@ impl AccessLog {
                 opentelemetry::KeyValue::new("rpc.grpc.status_code", status.code() as i64),
             ],
         );
-        let record = Self::record(call, Disclosed::default(), Err(&status));
+        let record = Self::record(call, decided, Err(&status));
         if let Err(e) = self.write(record).await {
             tracing::error!(error = %e, service = call.service, method = call.method, "denied access not recorded");
         }

@@ -14,6 +14,17 @@ pub enum Error {
     /// Not allowed (agency, key, role or policy).
     #[error("{0}")]
     Denied(String),
+    /// Refused by the sharing policy in force: the reason, the policy's version and the
+    /// deciding policies (for the denial's access record).
+    #[error("{reason}")]
+    PolicyDenied {
+        /// What was refused and why.
+        reason: String,
+        /// The version of the sharing policy that refused.
+        policy_version: u64,
+        /// The deciding policies.
+        policy_ids: Vec<String>,
+    },
     /// Refers to something the log's state does not allow (a withdrawn consent, an unknown
     /// notification).
     #[error("{0}")]
@@ -41,7 +52,7 @@ impl From<Error> for Status {
         let code = match &e {
             Error::Auth(_) => Code::Unauthenticated,
             Error::Invalid(_) => Code::InvalidArgument,
-            Error::Denied(_) => Code::PermissionDenied,
+            Error::Denied(_) | Error::PolicyDenied { .. } => Code::PermissionDenied,
             Error::TooLarge(_) => Code::ResourceExhausted,
             Error::Precondition(_) => Code::FailedPrecondition,
             Error::Store(s) => match s {

@@ -54,6 +54,16 @@ pub async fn prepare(sharing: &Sharing, writer: Writer<'_>, index: usize, signed
     Ok(prepare_in(sharing, writer, index, signed, &[]).await?.0)
 }
 
+/// A request's events, validated, with the sharing policies that allowed them.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The events, in request order.
+    pub events: Vec<NewEvent>,
+    /// The deciding policies of every append decision made for them (each once, in the order
+    /// first met); empty for the server's own records, which no policy decides.
+    pub policy_ids: Vec<String>,
+}
+
 /// The earlier events of the same request, decoded: what they record counts for the events
 /// after them (a nominal registered and updated in one request).
 type Earlier = [(accord_domain::EventBody, Payload)];
@@ -64,7 +74,7 @@ async fn prepare_in(
     index: usize,
     signed: pb::SignedEvent,
     earlier: &Earlier,
-) -> Result<(NewEvent, accord_domain::EventBody, Payload)> {
+) -> Result<(NewEvent, accord_domain::EventBody, Payload, Vec<String>)> {
     let store = sharing.store();
     let p = format!("events[{index}]");
     if signed.body.len() > MAX_BODY_BYTES {
@@ -144,8 +154,13 @@ async fn prepare_in(
     accord_domain::signing::verify_body(&public_key, &signed.body, &signed.signature)
         .map_err(|e| Error::Invalid(format!("{p}.{e} {key_id}")))?;
 
+    let mut policy_ids = Vec::new();
     let policy_version = match writer {
-        Writer::Caller(_) => Some(check_append_policy(sharing, &p, &body).await?),
+        Writer::Caller(_) => {
+            let (version, ids) = check_append_policy(sharing, &p, &body).await?;
+            policy_ids = ids;
+            Some(version)
+        }
         Writer::System => None,
     };
     check_references(store, &p, &body, &payload, earlier).await?;
@@ -158,7 +173,8 @@ async fn prepare_in(
             },
         };
         if let Some(c) = corrected {
-            check_append_as(sharing, &p, &body, c.event_type.as_str(), &c.addressees).await?;
+            let (_, ids) = check_append_as(sharing, &p, &body, c.event_type.as_str(), &c.addressees).await?;
+            once_each(&mut policy_ids, ids);
         }
     }
     if let Payload::PolicyAdopted(adopted) = &payload {
@@ -179,7 +195,16 @@ async fn prepare_in(
         effect,
         policy_version,
     };
-    Ok((new, body, payload))
+    Ok((new, body, payload, policy_ids))
+}
+
+/// Appends each of `ids` to `to` unless already there.
+fn once_each(to: &mut Vec<String>, ids: Vec<String>) {
+    for id in ids {
+        if !to.contains(&id) {
+            to.push(id);
+        }
+    }
 }
 
 /// The recorded events of `stream`, decoded (at most the first 1000).
@@ -583,8 +608,13 @@ async fn agency_facts(store: &Store, field: &str, agency: &AgencyId) -> Result<a
 }
 
 /// Asks the sharing policy in force whether the author may append this event; returns the
-/// policy's version. Deny by default: no policy in force means nothing is allowed.
-async fn check_append_policy(sharing: &Sharing, p: &str, body: &accord_domain::EventBody) -> Result<u64> {
+/// policy's version and the deciding policies. Deny by default: no policy in force means nothing
+/// is allowed.
+async fn check_append_policy(
+    sharing: &Sharing,
+    p: &str,
+    body: &accord_domain::EventBody,
+) -> Result<(u64, Vec<String>)> {
     check_append_as(sharing, p, body, body.event_type.as_str(), &body.addressees).await
 }
 
@@ -596,7 +626,7 @@ async fn check_append_as(
     body: &accord_domain::EventBody,
     event_type: &str,
     addressees: &[AgencyId],
-) -> Result<u64> {
+) -> Result<(u64, Vec<String>)> {
     let store = sharing.store();
     let policy = sharing
         .current()
@@ -622,25 +652,25 @@ async fn check_append_as(
     };
     let d = policy.append(&actor, &record, &addressee_kinds);
     if !d.allowed {
-        return Err(Error::Denied(format!(
-            "{p}: role {} of agency {} ({}) may not append {} under sharing policy version {} (decided by {})",
-            body.author.role,
-            body.author.agency,
-            author.kind.as_str(),
-            event_type,
-            d.policy_version,
-            d.policy_ids.join(", ")
-        )));
+        return Err(Error::PolicyDenied {
+            reason: format!(
+                "{p}: role {} of agency {} ({}) may not append {} under sharing policy version {} (decided by {})",
+                body.author.role,
+                body.author.agency,
+                author.kind.as_str(),
+                event_type,
+                d.policy_version,
+                d.policy_ids.join(", ")
+            ),
+            policy_version: d.policy_version,
+            policy_ids: d.policy_ids.clone(),
+        });
     }
-    Ok(policy.version())
+    Ok((policy.version(), d.policy_ids.clone()))
 }
 
 /// Validates a whole append request (limits, then each event).
-pub async fn prepare_batch(
-    sharing: &Sharing,
-    writer: Writer<'_>,
-    events: Vec<pb::SignedEvent>,
-) -> Result<Vec<NewEvent>> {
+pub async fn prepare_batch(sharing: &Sharing, writer: Writer<'_>, events: Vec<pb::SignedEvent>) -> Result<Prepared> {
     if events.is_empty() {
         return Err(Error::Invalid("events: must hold at least one event".into()));
     }
@@ -658,9 +688,11 @@ pub async fn prepare_batch(
     }
     let n = events.len();
     let mut out = Vec::with_capacity(n);
+    let mut policy_ids = Vec::new();
     let mut earlier = Vec::new();
     for (i, e) in events.into_iter().enumerate() {
-        let (prepared, body, payload) = prepare_in(sharing, writer, i, e, &earlier).await?;
+        let (prepared, body, payload, ids) = prepare_in(sharing, writer, i, e, &earlier).await?;
+        once_each(&mut policy_ids, ids);
         earlier.push((body, payload));
         if matches!(prepared.effect, RegistryEffect::AdoptPolicy) && i + 1 < n {
             return Err(Error::Invalid(format!(
@@ -669,7 +701,7 @@ pub async fn prepare_batch(
         }
         out.push(prepared);
     }
-    Ok(out)
+    Ok(Prepared { events: out, policy_ids })
 }
 
 /// The Ledger service.
@@ -739,18 +771,25 @@ impl Ledger {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let events = match prepare_batch(&self.sharing, Writer::Caller(who), request.clone()).await {
-                // A refusal under a policy another instance has since replaced is stale: reload
-                // and check again under the policy actually in force.
-                Err(Error::Denied(_)) if attempt < 3 && self.sharing.refresh().await? => continue,
-                r => r?,
-            };
+            let Prepared { events, policy_ids } =
+                match prepare_batch(&self.sharing, Writer::Caller(who), request.clone()).await {
+                    // A refusal under a policy another instance has since replaced is stale:
+                    // reload and check again under the policy actually in force.
+                    Err(Error::Denied(_) | Error::PolicyDenied { .. })
+                        if attempt < 3 && self.sharing.refresh().await? =>
+                    {
+                        continue;
+                    }
+                    r => r?,
+                };
             let adopts = events.iter().any(|e| matches!(e.effect, RegistryEffect::AdoptPolicy));
             // The access record names the sharing policy the events were checked under (the
-            // sequencer refuses new events if another is in force when they are recorded).
+            // sequencer refuses new events if another is in force when they are recorded) and
+            // the policies that allowed them.
             let (call, written) = access;
             let written = Disclosed {
                 policy_version: events.iter().find_map(|e| e.policy_version).unwrap_or(0),
+                policy_ids,
                 ..written.clone()
             };
             let record = self.access.for_append(call, written);
@@ -909,6 +948,8 @@ impl pb::ledger_server::Ledger for Ledger {
         req: Request<pb::AppendRequest>,
     ) -> std::result::Result<Response<pb::AppendResponse>, Status> {
         let mut call = Call::start(&req, SERVICE, "Append", Vec::new());
+        // A refusal by the sharing policy: its version and deciding policies, for the record.
+        let mut refused = Disclosed::default();
         let outcome = async {
             let who = self.authenticate(&req)?;
             call.authenticated(&who);
@@ -917,7 +958,16 @@ impl pb::ledger_server::Ledger for Ledger {
             // The access record is written in the append's own transaction: the events and
             // their record are durable together, or neither is.
             let written = written(&request, &who);
-            let receipts = self.append_as(&who, request, (&call, &written)).await?;
+            let receipts = match self.append_as(&who, request, (&call, &written)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Error::PolicyDenied { policy_version, policy_ids, .. } = &e {
+                        refused.policy_version = *policy_version;
+                        refused.policies(policy_ids);
+                    }
+                    return Err(e.into());
+                }
+            };
             if let Some(r) = receipts.first() {
                 tracing::Span::current().record("first_position", r.position);
             }
@@ -926,7 +976,7 @@ impl pb::ledger_server::Ledger for Ledger {
         .await;
         match outcome {
             Ok(answer) => Ok(Response::new(answer)),
-            Err(s) => Err(self.access.denied(&call, s).await),
+            Err(s) => Err(self.access.denied_under(&call, refused, s).await),
         }
     }
 

@@ -244,7 +244,7 @@ async fn append(sharing: &Sharing, key: &AgencyKey, drafts: Vec<EventDraft>) -> 
     let n = drafts.len();
     for chunk in drafts.chunks(accord_ledger::MAX_EVENTS) {
         let signed = chunk.iter().map(|d| d.sign(key)).collect();
-        let events = accord_ledger::prepare_batch(sharing, accord_ledger::Writer::System, signed).await?;
+        let events = accord_ledger::prepare_batch(sharing, accord_ledger::Writer::System, signed).await?.events;
         sharing.store().append(events).await?;
     }
     Ok(n)
