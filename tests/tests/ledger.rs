@@ -412,6 +412,7 @@ async fn every_rejection_rule_has_its_status_and_writes_nothing(s: TestServer) {
             jti: None,
             agency: "met-police".into(),
             roles: vec!["offender_manager".into()],
+            cnf: None,
         })
         .unwrap();
     let mut old = Client::connect(&s.endpoint, &expired).await.unwrap();

@@ -29,12 +29,18 @@ impl Pki {
 
     /// (certificate, key) for `name`, for a server or a client.
     fn issue(&self, name: &str, purpose: ExtendedKeyUsagePurpose) -> (String, String) {
+        let (cert, key, _) = self.issue_with_der(name, purpose);
+        (cert, key)
+    }
+
+    /// (certificate, key, the certificate's DER) for `name`.
+    fn issue_with_der(&self, name: &str, purpose: ExtendedKeyUsagePurpose) -> (String, String, Vec<u8>) {
         let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![purpose];
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     }
 }
 
@@ -48,6 +54,7 @@ fn server_tls(dir: &std::path::Path, pki: &Pki, mutual: bool) -> TlsSettings {
         cert: Some(dir.join("server.pem")),
         key: Some(dir.join("server-key.pem")),
         client_ca: mutual.then(|| dir.join("ca.pem")),
+        bound_tokens: false,
     };
     TlsSettings::read(&tls).expect("TLS files read")
 }
@@ -118,13 +125,72 @@ async fn mutual_tls_admits_only_agency_systems_with_certificates_from_the_client
     s.stop().await;
 }
 
+/// A token bound to an agency system's client certificate (RFC 8705) is served only on a
+/// connection that presents that certificate: copied to another system with its own valid
+/// certificate it is UNAUTHENTICATED (without any certificate: the auth crate's tests, as mutual
+/// TLS refuses such a connection first). A server that requires bound tokens refuses unbound
+/// ones.
+#[tokio::test]
+async fn a_token_bound_to_a_client_certificate_is_served_only_with_it() {
+    let mut s = TestServer::start(Backend::Sqlite).await.expect("sqlite");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("Accord agencies CA");
+    let tls = server_tls(dir.path(), &pki, true);
+    s.restart_with(|st| st.tls = Some(tls.clone())).await;
+    let https = format!("https://localhost:{}", s.addr.port());
+    let (cert, key, der) = pki.issue_with_der("st-marys-school", ExtendedKeyUsagePurpose::ClientAuth);
+    let ours = Tls::new(&pki.ca_pem, Some((cert.into_bytes(), key.into_bytes())));
+    let (cert, key) = pki.issue("st-johns-school", ExtendedKeyUsagePurpose::ClientAuth);
+    let theirs = Tls::new(&pki.ca_pem, Some((cert.into_bytes(), key.into_bytes())));
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let bound = s
+        .dev_issuer()
+        .mint_claims(&accord_auth::Claims {
+            iss: accord_auth::DEV_ISSUER.into(),
+            sub: "dsl-1".into(),
+            aud: "accord".into(),
+            exp: now + 600,
+            nbf: now,
+            iat: now,
+            jti: Some("bound-1".into()),
+            agency: "st-marys-school".into(),
+            roles: vec!["dsl".into()],
+            cnf: Some(accord_auth::Confirmation { x5t_s256: Some(accord_auth::certificate_thumbprint(&der)) }),
+        })
+        .unwrap();
+    let mut c = Client::connect_tls(&https, &bound, &ours).await.expect("mTLS connects");
+    inbox(&mut c).await.expect("the bound token is served with its certificate");
+    let mut copied = Client::connect_tls(&https, &bound, &theirs).await.expect("mTLS connects");
+    let e = inbox(&mut copied).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("bound to another client certificate"), "{e:?}");
+
+    // Required: an unbound token is refused even with a valid certificate.
+    let required = TlsSettings { bound_tokens: true, ..tls };
+    s.restart_with(|st| st.tls = Some(required)).await;
+    let https = format!("https://localhost:{}", s.addr.port());
+    let unbound = s.token("st-marys-school", "dsl-1", &["dsl"]);
+    let mut c = Client::connect_tls(&https, &unbound, &ours).await.expect("mTLS connects");
+    let e = inbox(&mut c).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("accepts only tokens bound"), "{e:?}");
+    let mut c = Client::connect_tls(&https, &bound, &ours).await.expect("mTLS connects");
+    inbox(&mut c).await.expect("the bound token is still served");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn tls_files_that_are_not_pem_are_named_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
     std::fs::write(dir.path().join("key.pem"), "-----BEGIN PRIVATE KEY-----\n").unwrap();
-    let tls =
-        config::Tls { cert: Some(dir.path().join("cert.pem")), key: Some(dir.path().join("key.pem")), client_ca: None };
+    let tls = config::Tls {
+        cert: Some(dir.path().join("cert.pem")),
+        key: Some(dir.path().join("key.pem")),
+        client_ca: None,
+        bound_tokens: false,
+    };
     let e = TlsSettings::read(&tls).unwrap_err().to_string();
     assert!(e.contains("cert.pem") && e.contains("not PEM"), "{e}");
     let tls = config::Tls { cert: Some(dir.path().join("missing.pem")), ..tls };

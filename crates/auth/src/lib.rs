@@ -7,6 +7,13 @@
 //! issuer's configured asymmetric algorithm is accepted. A [`DevIssuer`] mints tokens for local
 //! use; a server trusts it only when started with its key. This crate decides who the caller is,
 //! never what they may do (that is `accord-policy`).
+//!
+//! A token may be bound to the client certificate of the agency system it was issued to (RFC 8705
+//! certificate-bound access tokens: a `cnf` claim holding `x5t#S256`, the base64url SHA-256 of the
+//! certificate's DER). Such a token is accepted only on a connection that presented that
+//! certificate over mutual TLS, so a token copied out of one agency's system is of no use from
+//! another's; a server can also require every token to be bound
+//! ([`Authenticator::require_bound_tokens`]).
 
 use std::collections::HashMap;
 
@@ -16,6 +23,7 @@ use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// Why a caller could not be authenticated. Messages are safe to return to the caller.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +86,23 @@ pub struct Claims {
     pub agency: String,
     /// The user's roles.
     pub roles: Vec<String>,
+    /// Confirmation (RFC 7800): the client certificate the token is bound to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// A token's `cnf` claim. Only the certificate thumbprint of RFC 8705 is understood: a token
+/// confirmed any other way is refused, since this server could not check it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The base64url (unpadded) SHA-256 of the client certificate's DER encoding.
+    #[serde(rename = "x5t#S256", default, skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
+}
+
+/// The RFC 8705 thumbprint of a certificate (DER): what a bound token's `cnf.x5t#S256` holds.
+pub fn certificate_thumbprint(der: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(der))
 }
 
 /// A trusted token issuer.
@@ -143,6 +168,7 @@ pub struct Authenticator {
     audience: String,
     issuers: HashMap<String, Issuer>,
     leeway_secs: u64,
+    require_bound: bool,
     cache: std::sync::Mutex<HashMap<String, Cached>>,
 }
 
@@ -151,6 +177,8 @@ struct Cached {
     principal: Principal,
     nbf: u64,
     exp: u64,
+    /// The thumbprint of the certificate the token is bound to.
+    bound_to: Option<String>,
 }
 
 /// How many validated tokens are remembered.
@@ -164,7 +192,37 @@ struct IssOnly {
 impl Authenticator {
     /// An authenticator accepting tokens for `audience`, with 30 s of clock leeway.
     pub fn new(audience: &str) -> Self {
-        Self { audience: audience.to_owned(), issuers: HashMap::new(), leeway_secs: 30, cache: Default::default() }
+        Self {
+            audience: audience.to_owned(),
+            issuers: HashMap::new(),
+            leeway_secs: 30,
+            require_bound: false,
+            cache: Default::default(),
+        }
+    }
+
+    /// Accepts only tokens bound to the client certificate their connection presented (for a
+    /// server that requires mutual TLS of every agency system).
+    pub fn require_bound_tokens(&mut self) {
+        self.require_bound = true;
+    }
+
+    /// Whether a token bound to `bound_to` (a thumbprint) may be used on a connection that
+    /// presented `client_cert` (DER).
+    fn check_binding(&self, bound_to: Option<&str>, client_cert: Option<&[u8]>) -> Result<()> {
+        match (bound_to, client_cert) {
+            (None, _) if self.require_bound => Err(Error::Invalid(
+                "this server accepts only tokens bound to the agency system's client certificate (a `cnf` claim with `x5t#S256`, RFC 8705)".into(),
+            )),
+            (None, _) => Ok(()),
+            (Some(_), None) => Err(Error::Invalid(
+                "the token is bound to a client certificate (cnf x5t#S256) but this connection presented none: use mutual TLS with that certificate".into(),
+            )),
+            (Some(t), Some(der)) if certificate_thumbprint(der) == t => Ok(()),
+            (Some(_), Some(_)) => Err(Error::Invalid(
+                "the token is bound to another client certificate than the one this connection presented".into(),
+            )),
+        }
     }
 
     /// Trusts `issuer`.
@@ -173,8 +231,16 @@ impl Authenticator {
         self.cache.get_mut().expect("token cache").clear();
     }
 
-    /// Authenticates the value of an `authorization` header.
+    /// Authenticates the value of an `authorization` header on a connection without a client
+    /// certificate.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal> {
+        self.authenticate_on(authorization, None)
+    }
+
+    /// Authenticates the value of an `authorization` header on a connection that presented
+    /// `client_cert` (DER; its chain was verified by the TLS layer): a token bound to a
+    /// certificate is accepted only with that one.
+    pub fn authenticate_on(&self, authorization: Option<&str>, client_cert: Option<&[u8]>) -> Result<Principal> {
         let header = authorization.ok_or(Error::Missing)?;
         let token = header
             .strip_prefix("Bearer ")
@@ -186,6 +252,7 @@ impl Authenticator {
             && c.nbf <= now + self.leeway_secs
             && now < c.exp
         {
+            self.check_binding(c.bound_to.as_deref(), client_cert)?;
             return Ok(c.principal.clone());
         }
         // Read `iss` without trusting it, only to choose the key; the signature is verified below
@@ -213,6 +280,16 @@ impl Authenticator {
         let user = UserId::parse_field("sub claim", c.sub).map_err(|e| Error::Invalid(e.to_string()))?;
         // A malformed role name is not an error: it simply grants nothing.
         let roles = c.roles.into_iter().filter_map(|r| Role::parse(r).ok()).collect();
+        let bound_to = match c.cnf {
+            None => None,
+            Some(Confirmation { x5t_s256: Some(t) }) => Some(t),
+            Some(Confirmation { x5t_s256: None }) => {
+                return Err(Error::Invalid(
+                    "the token's cnf claim has no x5t#S256 certificate thumbprint, the only confirmation this server can check".into(),
+                ));
+            }
+        };
+        self.check_binding(bound_to.as_deref(), client_cert)?;
         let principal = Principal { agency, user, roles, token_id: c.jti, issuer: iss };
         let mut cache = self.cache.lock().expect("token cache");
         if cache.len() >= CACHE_ENTRIES {
@@ -221,7 +298,7 @@ impl Authenticator {
                 cache.clear();
             }
         }
-        cache.insert(token.to_owned(), Cached { principal: principal.clone(), nbf: c.nbf, exp: c.exp });
+        cache.insert(token.to_owned(), Cached { principal: principal.clone(), nbf: c.nbf, exp: c.exp, bound_to });
         Ok(principal)
     }
 }
@@ -267,6 +344,7 @@ impl DevIssuer {
             jti: Some(uuid::Uuid::now_v7().to_string()),
             agency: agency.to_owned(),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            cnf: None,
         })
     }
 
@@ -303,6 +381,7 @@ mod tests {
             jti: None,
             agency: "met-police".into(),
             roles: vec!["offender_manager".into(), "Not A Role".into()],
+            cnf: None,
         }
     }
 
@@ -397,5 +476,40 @@ mod tests {
         assert!(err.to_string().contains("may not vouch for agency met-police"), "{err}");
         let t = dev.mint("accord", "kent-police", "u", &[], 60).unwrap();
         assert!(auth.authenticate(Some(&format!("Bearer {t}"))).is_ok());
+    }
+
+    #[test]
+    fn a_bound_token_is_accepted_only_with_its_certificate() {
+        let (dev, mut auth) = setup();
+        let now = jsonwebtoken::get_current_timestamp();
+        let (ours, theirs) = (b"our agency system's certificate".as_slice(), b"another certificate".as_slice());
+        let cnf = |t: Option<String>| Some(Confirmation { x5t_s256: t });
+        let bound = dev.mint_claims(&Claims { cnf: cnf(Some(certificate_thumbprint(ours))), ..claims(now) }).unwrap();
+        let header = format!("Bearer {bound}");
+        // Twice each, so that the cached entry is checked as well as a fresh validation.
+        for _ in 0..2 {
+            assert_eq!(auth.authenticate_on(Some(&header), Some(ours)).unwrap().user.as_str(), "pc-1234");
+            let err = auth.authenticate_on(Some(&header), Some(theirs)).unwrap_err();
+            assert!(err.to_string().contains("bound to another client certificate"), "{err}");
+            let err = auth.authenticate(Some(&header)).unwrap_err();
+            assert!(err.to_string().contains("presented none"), "{err}");
+        }
+        // A confirmation this server cannot check is refused, not ignored.
+        let other = dev.mint_claims(&Claims { cnf: cnf(None), ..claims(now) }).unwrap();
+        let err = auth.authenticate_on(Some(&format!("Bearer {other}")), Some(ours)).unwrap_err();
+        assert!(err.to_string().contains("no x5t#S256"), "{err}");
+        // The claim's JSON is RFC 8705's.
+        let json = serde_json::to_value(Claims { cnf: cnf(Some("abc".into())), ..claims(now) }).unwrap();
+        assert_eq!(json["cnf"], serde_json::json!({ "x5t#S256": "abc" }));
+
+        // Unbound tokens pass unless the server requires binding.
+        let plain = format!("Bearer {}", dev.mint_claims(&claims(now)).unwrap());
+        assert!(auth.authenticate_on(Some(&plain), Some(ours)).is_ok());
+        auth.require_bound_tokens();
+        for _ in 0..2 {
+            let err = auth.authenticate_on(Some(&plain), Some(ours)).unwrap_err();
+            assert!(err.to_string().contains("accepts only tokens bound"), "{err}");
+            assert!(auth.authenticate_on(Some(&header), Some(ours)).is_ok());
+        }
     }
 }

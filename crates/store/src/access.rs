@@ -344,10 +344,7 @@ macro_rules! write_in {
                 return Err(e);
             }
             let plan = Plan { outcomes: Vec::new(), ..plan };
-            let size = plan.frontier.size();
-            let root = plan.frontier.root();
-            let cp =
-                SignedCheckpoint { tree_size: size, root, note: signer.sign(size, root)?, signed_at: Timestamp::now() };
+            let cp = checkpoint(signer, &plan.frontier)?;
             backend::$q::insert_access(conn, &plan, &cp).await?;
             Ok(plan.frontier)
         }

@@ -53,8 +53,8 @@ impl Audit {
 
     /// Authenticates an auditor and checks the stated purpose, noting the caller in `call`.
     fn auditor<T>(&self, req: &Request<T>, call: &mut Call) -> Result<Principal, Status> {
-        let header = req.metadata().get("authorization").map(|v| v.to_str().unwrap_or(""));
-        let who = self.auth.authenticate(header).map_err(|e| Status::from(accord_ledger::Error::from(e)))?;
+        let who =
+            accord_ledger::authenticate(&self.auth, req).map_err(|e| Status::from(accord_ledger::Error::from(e)))?;
         call.authenticated(&who);
         let auditor = Role::parse(AUDITOR_ROLE.to_owned()).expect("a valid role name");
         if !who.has_role(&auditor) {

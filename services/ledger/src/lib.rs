@@ -38,6 +38,15 @@ pub const MAX_EVENTS: usize = accord_store::MAX_BATCH_EVENTS;
 /// The most events one read returns.
 pub const MAX_READ: u32 = 1000;
 
+/// Authenticates `req`'s caller by its bearer token (`authorization` metadata), on the client
+/// certificate its connection presented over mutual TLS, if any: a token bound to a certificate
+/// (RFC 8705) is accepted only with that one.
+pub fn authenticate<T>(auth: &Authenticator, req: &Request<T>) -> std::result::Result<Principal, accord_auth::Error> {
+    let header = req.metadata().get("authorization").map(|v| v.to_str().unwrap_or(""));
+    let certs = req.peer_certs();
+    auth.authenticate_on(header, certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref()))
+}
+
 /// Who is appending.
 #[derive(Debug, Clone, Copy)]
 pub enum Writer<'a> {
@@ -735,8 +744,7 @@ impl Ledger {
     }
 
     fn authenticate<T>(&self, req: &Request<T>) -> Result<Principal> {
-        let header = req.metadata().get("authorization").map(|v| v.to_str().unwrap_or(""));
-        Ok(self.auth.authenticate(header)?)
+        Ok(authenticate(&self.auth, req)?)
     }
 
     /// Authenticates a read's caller and checks its stated purpose, noting the caller in `call`.

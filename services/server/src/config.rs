@@ -35,6 +35,11 @@ pub struct Tls {
     pub key: Option<PathBuf>,
     /// Require client certificates signed by this CA (PEM): mutual TLS for agency systems.
     pub client_ca: Option<PathBuf>,
+    /// Accept only tokens bound to the client certificate their connection presented (RFC 8705
+    /// `cnf` / `x5t#S256`); needs mutual TLS. Bound tokens are checked against the certificate
+    /// either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bound_tokens: bool,
 }
 
 /// The configuration file (`--config`): every key optional; unknown keys are refused.
@@ -105,6 +110,10 @@ pub struct ServeArgs {
     /// Require client certificates signed by this CA (PEM): mutual TLS.
     #[arg(long, env = "ACCORD_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Accept only tokens bound to the client certificate presented (RFC 8705); needs
+    /// --tls-client-ca.
+    #[arg(long, env = "ACCORD_TLS_BOUND_TOKENS")]
+    pub tls_bound_tokens: bool,
 }
 
 /// The effective configuration of `accord serve`.
@@ -200,7 +209,14 @@ impl ServeArgs {
             cert: self.tls_cert.clone().or(file_tls.cert),
             key: self.tls_key.clone().or(file_tls.key),
             client_ca: self.tls_client_ca.clone().or(file_tls.client_ca),
+            bound_tokens: self.tls_bound_tokens || file_tls.bound_tokens,
         };
+        if tls.bound_tokens && tls.client_ca.is_none() {
+            bail!(
+                "--tls-bound-tokens / ACCORD_TLS_BOUND_TOKENS / [tls] bound_tokens needs mutual TLS: a client CA \
+                 (--tls-client-ca or [tls] client_ca) whose certificates the tokens are bound to"
+            );
+        }
         let tls = match (&tls.cert, &tls.key) {
             (None, None) if tls.client_ca.is_some() => bail!(
                 "--tls-client-ca / ACCORD_TLS_CLIENT_CA / [tls] client_ca (mutual TLS) needs the server's own \
@@ -340,6 +356,11 @@ mod tests {
         let mut a = args();
         a.tls_cert = Some("c.pem".into());
         assert!(a.resolve().unwrap_err().to_string().contains("both a certificate and its key"));
+        a.tls_key = Some("k.pem".into());
+        a.tls_bound_tokens = true;
+        assert!(a.resolve().unwrap_err().to_string().contains("needs mutual TLS"));
+        a.tls_client_ca = Some("ca.pem".into());
+        assert!(a.resolve().unwrap().tls.unwrap().bound_tokens);
 
         let mut a = args();
         a.database_url = Some("mysql://x".into());

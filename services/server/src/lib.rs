@@ -80,11 +80,16 @@ pub struct TlsSettings {
     pub identity: tonic::transport::Identity,
     /// Mutual TLS: client certificates must chain to this CA.
     pub client_ca: Option<tonic::transport::Certificate>,
+    /// Only tokens bound to the client certificate presented are accepted (RFC 8705).
+    pub bound_tokens: bool,
 }
 
 impl std::fmt::Debug for TlsSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsSettings").field("mutual", &self.client_ca.is_some()).finish_non_exhaustive()
+        f.debug_struct("TlsSettings")
+            .field("mutual", &self.client_ca.is_some())
+            .field("bound_tokens", &self.bound_tokens)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,6 +113,7 @@ impl TlsSettings {
         Ok(TlsSettings {
             identity: tonic::transport::Identity::from_pem(cert, key),
             client_ca: read("client CA", &tls.client_ca)?.map(tonic::transport::Certificate::from_pem),
+            bound_tokens: tls.bound_tokens,
         })
     }
 
@@ -163,6 +169,14 @@ impl Server {
         let verifier_key = signer.verifier_key().to_owned();
 
         let mut auth = Authenticator::new(&settings.audience);
+        if let Some(tls) = &settings.tls {
+            if tls.bound_tokens && tls.client_ca.is_none() {
+                anyhow::bail!("bound tokens need mutual TLS: the TLS settings have no client CA");
+            }
+            if tls.bound_tokens {
+                auth.require_bound_tokens();
+            }
+        }
         let agencies = match &settings.agencies {
             Some(path) => {
                 let file = AgenciesFile::load(path)?;

@@ -64,8 +64,8 @@ impl Views {
 
     /// Authenticates a reader and checks its stated purpose, noting the caller in `call`.
     fn reader<T>(&self, req: &Request<T>, call: &mut Call) -> Result<Principal, Status> {
-        let header = req.metadata().get("authorization").map(|v| v.to_str().unwrap_or(""));
-        let who = self.auth.authenticate(header).map_err(|e| Status::from(accord_ledger::Error::from(e)))?;
+        let who =
+            accord_ledger::authenticate(&self.auth, req).map_err(|e| Status::from(accord_ledger::Error::from(e)))?;
         call.authenticated(&who);
         call.require_purpose()?;
         Ok(who)
