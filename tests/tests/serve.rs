@@ -140,31 +140,46 @@ async fn a_token_bound_to_a_client_certificate_is_served_only_with_it() {
     let https = format!("https://localhost:{}", s.addr.port());
     let (cert, key, der) = pki.issue_with_der("st-marys-school", ExtendedKeyUsagePurpose::ClientAuth);
     let ours = Tls::new(&pki.ca_pem, Some((cert.into_bytes(), key.into_bytes())));
-    let (cert, key) = pki.issue("st-johns-school", ExtendedKeyUsagePurpose::ClientAuth);
+    let (cert, key, their_der) = pki.issue_with_der("st-johns-school", ExtendedKeyUsagePurpose::ClientAuth);
     let theirs = Tls::new(&pki.ca_pem, Some((cert.into_bytes(), key.into_bytes())));
 
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let bound = s
-        .dev_issuer()
-        .mint_claims(&accord_auth::Claims {
-            iss: accord_auth::DEV_ISSUER.into(),
-            sub: "dsl-1".into(),
-            aud: "accord".into(),
-            exp: now + 600,
-            nbf: now,
-            iat: now,
-            jti: Some("bound-1".into()),
-            agency: "st-marys-school".into(),
-            roles: vec!["dsl".into()],
-            cnf: Some(accord_auth::Confirmation { x5t_s256: Some(accord_auth::certificate_thumbprint(&der)) }),
-        })
-        .unwrap();
+    let claims = accord_auth::DevIssuer::claims("accord", "st-marys-school", "dsl-1", &["dsl"], 600);
+    let cnf = Some(accord_auth::Confirmation { x5t_s256: Some(accord_auth::certificate_thumbprint(&der)) });
+    let bound = s.dev_issuer().mint_claims(&accord_auth::Claims { cnf, ..claims }).unwrap();
     let mut c = Client::connect_tls(&https, &bound, &ours).await.expect("mTLS connects");
     inbox(&mut c).await.expect("the bound token is served with its certificate");
     let mut copied = Client::connect_tls(&https, &bound, &theirs).await.expect("mTLS connects");
     let e = inbox(&mut copied).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
     assert!(e.message().contains("bound to another client certificate"), "{e:?}");
+    let e = copied.ledger().append(pb::AppendRequest { events: Vec::new() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    let e = copied.audit().list_accesses(pb::ListAccessesRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+
+    // Each refusal is on record under the token's holder, with the certificate presented, so the
+    // school's auditor sees that its DSL's token was used from another system.
+    let dpo = s.token("st-marys-school", "dpo-1", &["auditor"]);
+    let mut dpo = Client::connect_tls(&https, &dpo, &ours).await.expect("mTLS connects");
+    dpo.set_purpose(Some(TEST_PURPOSE)).unwrap();
+    let req = pb::ListAccessesRequest {
+        agency: "st-marys-school".into(),
+        user: "dsl-1".into(),
+        denied_only: true,
+        ..Default::default()
+    };
+    let mut listed = dpo.audit().list_accesses(req).await.expect("auditor lists").into_inner();
+    let mut refused = Vec::new();
+    while let Some(e) = listed.message().await.expect("stream") {
+        let r = e.record.expect("a record");
+        refused.push((r.method, r.denial_code, r.client_certificate));
+    }
+    let theirs_print = accord_auth::certificate_thumbprint(&their_der);
+    let expected: Vec<_> = ["Query", "Append", "ListAccesses"]
+        .iter()
+        .map(|m| (m.to_string(), "Unauthenticated".to_owned(), theirs_print.clone()))
+        .collect();
+    assert_eq!(refused, expected);
 
     // Required: an unbound token is refused even with a valid certificate.
     let required = TlsSettings { bound_tokens: true, ..tls };

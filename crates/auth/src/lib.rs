@@ -34,6 +34,15 @@ pub enum Error {
     /// The token is malformed, from an untrusted issuer, badly signed, expired or not yet valid.
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// A valid token used without the client certificate it is bound to (or unbound where
+    /// binding is required): refused, but its holder is known, for the refusal's access record.
+    #[error("invalid token: {reason}")]
+    Unbound {
+        /// Whose token it is.
+        principal: Box<Principal>,
+        /// Why it was refused.
+        reason: String,
+    },
     /// A configuration value is wrong (at start-up, not per request).
     #[error("auth configuration: {0}")]
     Config(String),
@@ -209,20 +218,21 @@ impl Authenticator {
 
     /// Whether a token bound to `bound_to` (a thumbprint) may be used on a connection that
     /// presented `client_cert` (DER).
-    fn check_binding(&self, bound_to: Option<&str>, client_cert: Option<&[u8]>) -> Result<()> {
-        match (bound_to, client_cert) {
-            (None, _) if self.require_bound => Err(Error::Invalid(
-                "this server accepts only tokens bound to the agency system's client certificate (a `cnf` claim with `x5t#S256`, RFC 8705)".into(),
-            )),
-            (None, _) => Ok(()),
-            (Some(_), None) => Err(Error::Invalid(
-                "the token is bound to a client certificate (cnf x5t#S256) but this connection presented none: use mutual TLS with that certificate".into(),
-            )),
-            (Some(t), Some(der)) if certificate_thumbprint(der) == t => Ok(()),
-            (Some(_), Some(_)) => Err(Error::Invalid(
-                "the token is bound to another client certificate than the one this connection presented".into(),
-            )),
-        }
+    fn check_binding(&self, who: &Principal, bound_to: Option<&str>, client_cert: Option<&[u8]>) -> Result<()> {
+        let reason = match (bound_to, client_cert) {
+            (None, _) if self.require_bound => {
+                "this server accepts only tokens bound to the agency system's client certificate (a `cnf` claim with `x5t#S256`, RFC 8705)"
+            }
+            (None, _) => return Ok(()),
+            (Some(_), None) => {
+                "the token is bound to a client certificate (cnf x5t#S256) but this connection presented none: use mutual TLS with that certificate"
+            }
+            (Some(t), Some(der)) if certificate_thumbprint(der) == t => return Ok(()),
+            (Some(_), Some(_)) => {
+                "the token is bound to another client certificate than the one this connection presented"
+            }
+        };
+        Err(Error::Unbound { principal: Box::new(who.clone()), reason: reason.to_owned() })
     }
 
     /// Trusts `issuer`.
@@ -252,7 +262,7 @@ impl Authenticator {
             && c.nbf <= now + self.leeway_secs
             && now < c.exp
         {
-            self.check_binding(c.bound_to.as_deref(), client_cert)?;
+            self.check_binding(&c.principal, c.bound_to.as_deref(), client_cert)?;
             return Ok(c.principal.clone());
         }
         // Read `iss` without trusting it, only to choose the key; the signature is verified below
@@ -289,8 +299,8 @@ impl Authenticator {
                 ));
             }
         };
-        self.check_binding(bound_to.as_deref(), client_cert)?;
         let principal = Principal { agency, user, roles, token_id: c.jti, issuer: iss };
+        self.check_binding(&principal, bound_to.as_deref(), client_cert)?;
         let mut cache = self.cache.lock().expect("token cache");
         if cache.len() >= CACHE_ENTRIES {
             cache.retain(|_, e| now < e.exp);
@@ -333,8 +343,14 @@ impl DevIssuer {
 
     /// Mints a token valid from now for `ttl_secs`.
     pub fn mint(&self, audience: &str, agency: &str, user: &str, roles: &[&str], ttl_secs: u64) -> Result<String> {
+        self.mint_claims(&Self::claims(audience, agency, user, roles, ttl_secs))
+    }
+
+    /// The claims [`DevIssuer::mint`] signs: valid from now for `ttl_secs`, with a fresh `jti`,
+    /// unbound (set `cnf` to bind them to a client certificate).
+    pub fn claims(audience: &str, agency: &str, user: &str, roles: &[&str], ttl_secs: u64) -> Claims {
         let now = jsonwebtoken::get_current_timestamp();
-        self.mint_claims(&Claims {
+        Claims {
             iss: DEV_ISSUER.to_owned(),
             sub: user.to_owned(),
             aud: audience.to_owned(),
@@ -345,7 +361,7 @@ impl DevIssuer {
             agency: agency.to_owned(),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
             cnf: None,
-        })
+        }
     }
 
     /// Mints a token with exactly these claims (tests use it for expired or future tokens).

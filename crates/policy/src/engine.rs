@@ -16,6 +16,9 @@ use crate::{Error, RecordKind, Result, SCHEMA, SCHEMA_VERSION, ViewDef};
 
 /// The id a decision names when no policy allowed it.
 const DEFAULT_DENY: &str = "default-deny";
+/// The deciding "policy" of a refusal because a policy failed to evaluate (followed by the ids
+/// of the policies that failed).
+const EVALUATION_ERROR: &str = "evaluation-error";
 /// Cached decisions per policy before the cache is emptied and starts again.
 const CACHE_LIMIT: usize = 100_000;
 
@@ -257,9 +260,14 @@ impl Policy {
             let id = p.annotation("id").ok_or_else(|| {
                 Error::Invalid(format!("policies: every policy needs an @id(\"…\") annotation, found none on {p}"))
             })?;
-            if id.is_empty() || id == DEFAULT_DENY || id.len() > 128 || id.chars().any(char::is_whitespace) {
+            if id.is_empty()
+                || id == DEFAULT_DENY
+                || id == EVALUATION_ERROR
+                || id.len() > 128
+                || id.chars().any(char::is_whitespace)
+            {
                 return Err(Error::Invalid(format!(
-                    "policies: @id must be 1 to 128 characters without spaces and not {DEFAULT_DENY:?}, found {id:?}"
+                    "policies: @id must be 1 to 128 characters without spaces and not {DEFAULT_DENY:?} or {EVALUATION_ERROR:?}, found {id:?}"
                 )));
             }
             for uid in p.entity_literals() {
@@ -495,8 +503,17 @@ impl Policy {
         // Cedar skips a policy that fails to evaluate; a skipped forbid must not let a permit
         // through, so any evaluation error denies.
         let allowed = response.decision() == cedar_policy::Decision::Allow && errors.is_empty();
-        let mut policy_ids: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
+        let mut policy_ids: Vec<String> = if errors.is_empty() {
+            response.diagnostics().reason().map(|id| id.to_string()).collect()
+        } else {
+            // The refusal is the failed evaluation's, not the permits' that matched.
+            let failed = response.diagnostics().errors().map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => e.policy_id().to_string(),
+            });
+            std::iter::once(EVALUATION_ERROR.to_owned()).chain(failed).collect()
+        };
         policy_ids.sort();
+        policy_ids.dedup();
         if policy_ids.is_empty() {
             policy_ids.push(DEFAULT_DENY.to_owned());
         }

@@ -535,3 +535,19 @@ proptest! {
         }
     }
 }
+
+/// A policy that fails to evaluate refuses (a skipped forbid must not let a permit through), and
+/// the decision names the failure and the failed policy, not the permits that matched.
+#[test]
+fn a_policy_that_fails_to_evaluate_refuses_and_is_named() {
+    let text = format!(
+        "{}\n@id(\"broken-forbid\")\nforbid(principal, action, resource) when {{ 9223372036854775807 + 1 > 0 }};\n",
+        accord_policy::DEFAULT_POLICIES
+    );
+    let p = Policy::compile(1, SCHEMA_VERSION, &text, views()).expect("validates: the error is only at evaluation");
+    let r = roles(&["offender_manager"]);
+    let d = p.append(&Actor { agency: MET, user: "u-1", roles: &r }, &record("accord.v1.NominalRegistered", MET), &[]);
+    assert!(!d.allowed, "{d:?}");
+    assert_eq!(d.policy_ids, vec!["broken-forbid".to_owned(), "evaluation-error".to_owned()]);
+    assert!(!d.errors.is_empty());
+}

@@ -296,8 +296,9 @@ struct Inner {
     options: Options,
     /// Taken around every SQLite write transaction of this process (see [`WriteGate`]).
     writes: WriteGate,
-    /// SQLite's background WAL checkpoint (`None` on PostgreSQL); stops with the store.
-    _checkpointer: Option<wal::Checkpointer>,
+    /// SQLite's background WAL checkpoint (`None` on PostgreSQL, or once stopped by
+    /// [`Store::shutdown`]); aborted with the store.
+    checkpointer: std::sync::Mutex<Option<wal::Checkpointer>>,
 }
 
 /// SQLite has one write lock per database file. When this process's writers (the sequencer, the
@@ -459,7 +460,7 @@ impl Store {
                 agencies: Default::default(),
                 options,
                 writes,
-                _checkpointer: checkpointer,
+                checkpointer: std::sync::Mutex::new(checkpointer),
             }),
         })
     }
@@ -488,7 +489,9 @@ impl Store {
     }
 
     /// Stops accepting appends and access records, lets the sequencer and the access-log writer
-    /// finish what they have queued, and waits for them.
+    /// finish what they have queued, and waits for them; on SQLite then checkpoints the WAL into
+    /// the database file one last time and truncates it (best effort: what the WAL still holds
+    /// is as durable, and is checkpointed by the next process to open the database).
     #[tracing::instrument(name = "store.shutdown", skip_all)]
     pub async fn shutdown(&self) {
         self.inner.sequencer.lock().expect("sequencer lock").take();
@@ -499,6 +502,11 @@ impl Store {
         let access = self.inner.access_done.lock().expect("access writer lock").take();
         if let Some(h) = access {
             let _ = h.await;
+        }
+        // With the writers stopped, the WAL is checkpointed one last time and truncated.
+        let checkpointer = self.inner.checkpointer.lock().expect("checkpointer lock").take();
+        if let Some(c) = checkpointer {
+            c.stop().await;
         }
     }
 

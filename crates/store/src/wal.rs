@@ -50,12 +50,29 @@ const GATED_FRAMES: i64 = 256;
 /// the WAL (its connection's busy timeout); it gives up after that and a later run tries again.
 const RESTART_WAIT: Duration = Duration::from_millis(10);
 
-/// The background checkpoint task; stops when dropped (with the store).
-pub(crate) struct Checkpointer(tokio::task::JoinHandle<()>);
+/// The background checkpoint task; aborted when dropped (with the store), or stopped with a last
+/// checkpoint by [`Checkpointer::stop`] (at [`Store::shutdown`](crate::Store::shutdown)).
+pub(crate) struct Checkpointer {
+    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
+    }
+}
+
+impl Checkpointer {
+    /// Stops the task after a last checkpoint that copies the whole WAL into the database file
+    /// and truncates the WAL (`TRUNCATE`), so that a store shut down cleanly leaves everything
+    /// in the database file. Best effort: a reader (of another process) still using the WAL
+    /// leaves it as it is, which loses nothing.
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
     }
 }
 
@@ -94,14 +111,23 @@ async fn run(
 pub(crate) fn start(pool: sqlx::SqlitePool, gate: crate::WriteGate) -> Checkpointer {
     use sqlx::Connection as _;
     let options = (*pool.connect_options()).clone().busy_timeout(RESTART_WAIT);
-    Checkpointer(tokio::spawn(async move {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut conn: Option<sqlx::SqliteConnection> = None;
         let mut restarted = None;
         let mut failing = false;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut stopped => {
+                    if !pool.is_closed() {
+                        last(&options, &gate).await;
+                    }
+                    return;
+                }
+            }
             if pool.is_closed() {
                 return;
             }
@@ -128,5 +154,25 @@ pub(crate) fn start(pool: sqlx::SqlitePool, gate: crate::WriteGate) -> Checkpoin
                 }
             }
         }
-    }))
+    });
+    Checkpointer { task, stop: Some(stop) }
+}
+
+/// The last checkpoint, at shutdown: the whole WAL copied and the file truncated, holding the
+/// process's write gate (its writers have stopped; other processes' may still write, and a
+/// reader still using the WAL makes SQLite give up after its busy timeout).
+async fn last(options: &sqlx::sqlite::SqliteConnectOptions, gate: &crate::WriteGate) {
+    use sqlx::Connection as _;
+    let _writers = gate.hold().await;
+    let result = async {
+        let mut c = sqlx::SqliteConnection::connect_with(options).await?;
+        let r = checkpoint(&mut c, "TRUNCATE").await;
+        c.close().await?;
+        r
+    }
+    .await;
+    match result {
+        Ok((frames, copied)) => tracing::debug!(frames, copied, "last SQLite WAL checkpoint"),
+        Err(e) => tracing::warn!(error = %e, "the last SQLite WAL checkpoint failed; the WAL keeps what it holds"),
+    }
 }

@@ -412,6 +412,24 @@ async fn sqlite_checkpoints_its_wal_in_the_background() {
     check_tree(&f).await;
 }
 
+/// A store shut down cleanly leaves everything in the database file and an empty WAL (so a copy
+/// of the file alone is the whole log).
+#[tokio::test]
+async fn sqlite_shutdown_leaves_everything_in_the_database_file() {
+    use sqlx::Connection;
+    let f = fixture("sqlite").await.unwrap();
+    for i in 0..20 {
+        f.store.append(vec![police(&format!("nominal-{i}"), ExpectedVersion::NoStream)]).await.unwrap();
+    }
+    f.store.shutdown().await;
+    let wal = std::fs::metadata(format!("{}-wal", f.url)).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal, 0, "the WAL is truncated at shutdown");
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}?immutable=1", f.url)).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&mut c).await.unwrap();
+    assert_eq!(n, 22, "the database file alone holds every event");
+    c.close().await.unwrap();
+}
+
 macro_rules! suite {
     ($($backend:ident),*) => {$(
         conformance!($backend:

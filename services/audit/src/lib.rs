@@ -53,9 +53,8 @@ impl Audit {
 
     /// Authenticates an auditor and checks the stated purpose, noting the caller in `call`.
     fn auditor<T>(&self, req: &Request<T>, call: &mut Call) -> Result<Principal, Status> {
-        let who =
-            accord_ledger::authenticate(&self.auth, req).map_err(|e| Status::from(accord_ledger::Error::from(e)))?;
-        call.authenticated(&who);
+        let who = accord_ledger::authenticate(&self.auth, req, Some(&mut *call))
+            .map_err(|e| Status::from(accord_ledger::Error::from(e)))?;
         let auditor = Role::parse(AUDITOR_ROLE.to_owned()).expect("a valid role name");
         if !who.has_role(&auditor) {
             return Err(Status::permission_denied(format!(

@@ -40,6 +40,7 @@ pub struct Call {
     request_id: String,
     trace_id: String,
     client_address: String,
+    client_certificate: String,
     request: Vec<u8>,
     who: Option<Principal>,
 }
@@ -114,6 +115,10 @@ impl Call {
             request_id,
             trace_id,
             client_address: req.remote_addr().map(|a| a.to_string()).unwrap_or_default(),
+            client_certificate: req
+                .peer_certs()
+                .and_then(|c| c.first().map(|c| accord_auth::certificate_thumbprint(c)))
+                .unwrap_or_default(),
             request,
             who: None,
         }
@@ -325,6 +330,7 @@ impl AccessLog {
             request_id: call.request_id.clone(),
             trace_id: call.trace_id.clone(),
             client_address: call.client_address.clone(),
+            client_certificate: call.client_certificate.clone(),
             response_sha256: digest,
             request: call.request.clone(),
             stream_index: d.stream_index,

@@ -40,11 +40,22 @@ pub const MAX_READ: u32 = 1000;
 
 /// Authenticates `req`'s caller by its bearer token (`authorization` metadata), on the client
 /// certificate its connection presented over mutual TLS, if any: a token bound to a certificate
-/// (RFC 8705) is accepted only with that one.
-pub fn authenticate<T>(auth: &Authenticator, req: &Request<T>) -> std::result::Result<Principal, accord_auth::Error> {
+/// (RFC 8705) is accepted only with that one. Notes the caller in `call` (also when a valid
+/// token is refused for its binding, so the refusal's record names whose token it was).
+pub fn authenticate<T>(
+    auth: &Authenticator,
+    req: &Request<T>,
+    call: Option<&mut access::Call>,
+) -> std::result::Result<Principal, accord_auth::Error> {
     let header = req.metadata().get("authorization").map(|v| v.to_str().unwrap_or(""));
     let certs = req.peer_certs();
-    auth.authenticate_on(header, certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref()))
+    let r = auth.authenticate_on(header, certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref()));
+    match (&r, call) {
+        (Ok(who), Some(call)) => call.authenticated(who),
+        (Err(accord_auth::Error::Unbound { principal, .. }), Some(call)) => call.authenticated(principal),
+        _ => {}
+    }
+    r
 }
 
 /// Who is appending.
@@ -68,8 +79,9 @@ pub async fn prepare(sharing: &Sharing, writer: Writer<'_>, index: usize, signed
 pub struct Prepared {
     /// The events, in request order.
     pub events: Vec<NewEvent>,
-    /// The deciding policies of every append decision made for them (each once, in the order
-    /// first met); empty for the server's own records, which no policy decides.
+    /// The deciding policies of every append decision made for them (and of a correction's
+    /// check against the record it corrects), each once, sorted; empty for the server's own
+    /// records, which no policy decides.
     pub policy_ids: Vec<String>,
 }
 
@@ -637,9 +649,11 @@ async fn check_append_as(
     addressees: &[AgencyId],
 ) -> Result<(u64, Vec<String>)> {
     let store = sharing.store();
-    let policy = sharing
-        .current()
-        .ok_or_else(|| Error::Denied(format!("{p}: no sharing policy is in force, so nothing may be appended")))?;
+    let policy = sharing.current().ok_or_else(|| Error::PolicyDenied {
+        reason: format!("{p}: no sharing policy is in force, so nothing may be appended"),
+        policy_version: 0,
+        policy_ids: vec!["default-deny".to_owned()],
+    })?;
     let author = agency_facts(store, &format!("{p}.body.author.agency"), &body.author.agency).await?;
     let mut addressee_kinds = Vec::with_capacity(addressees.len());
     for (i, a) in addressees.iter().enumerate() {
@@ -710,6 +724,7 @@ pub async fn prepare_batch(sharing: &Sharing, writer: Writer<'_>, events: Vec<pb
         }
         out.push(prepared);
     }
+    policy_ids.sort();
     Ok(Prepared { events: out, policy_ids })
 }
 
@@ -743,14 +758,13 @@ impl Ledger {
         pb::ledger_server::LedgerServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES + 1024 * 1024)
     }
 
-    fn authenticate<T>(&self, req: &Request<T>) -> Result<Principal> {
-        Ok(authenticate(&self.auth, req)?)
+    fn authenticate<T>(&self, req: &Request<T>, call: Option<&mut Call>) -> Result<Principal> {
+        Ok(authenticate(&self.auth, req, call)?)
     }
 
     /// Authenticates a read's caller and checks its stated purpose, noting the caller in `call`.
     fn reader<T>(&self, req: &Request<T>, call: &mut Call) -> std::result::Result<Principal, Status> {
-        let who = self.authenticate(req)?;
-        call.authenticated(&who);
+        let who = self.authenticate(req, Some(&mut *call))?;
         call.require_purpose()?;
         Ok(who)
     }
@@ -959,8 +973,7 @@ impl pb::ledger_server::Ledger for Ledger {
         // A refusal by the sharing policy: its version and deciding policies, for the record.
         let mut refused = Disclosed::default();
         let outcome = async {
-            let who = self.authenticate(&req)?;
-            call.authenticated(&who);
+            let who = self.authenticate(&req, Some(&mut call))?;
             tracing::Span::current().record("agency", who.agency.as_str());
             let request = req.into_inner().events;
             // The access record is written in the append's own transaction: the events and
@@ -1107,7 +1120,7 @@ impl pb::ledger_server::Ledger for Ledger {
         &self,
         req: Request<pb::GetCheckpointRequest>,
     ) -> std::result::Result<Response<pb::Checkpoint>, Status> {
-        self.authenticate(&req)?;
+        self.authenticate(&req, None)?;
         let log = req.get_ref().log;
         let cp = self.latest_checkpoint(log).await?;
         Ok(Response::new(convert::checkpoint(cp, &self.origin_of(log))))
@@ -1117,7 +1130,7 @@ impl pb::ledger_server::Ledger for Ledger {
         &self,
         req: Request<pb::GetInclusionProofRequest>,
     ) -> std::result::Result<Response<pb::InclusionProof>, Status> {
-        self.authenticate(&req)?;
+        self.authenticate(&req, None)?;
         let r = req.into_inner();
         let size = if r.tree_size == 0 { self.latest_checkpoint(r.log).await?.tree_size } else { r.tree_size };
         let (leaf, proof, root) = if access_log(r.log)? {
@@ -1139,7 +1152,7 @@ impl pb::ledger_server::Ledger for Ledger {
         &self,
         req: Request<pb::GetConsistencyProofRequest>,
     ) -> std::result::Result<Response<pb::ConsistencyProof>, Status> {
-        self.authenticate(&req)?;
+        self.authenticate(&req, None)?;
         let r = req.into_inner();
         let to = if r.to_size == 0 { self.latest_checkpoint(r.log).await?.tree_size } else { r.to_size };
         let (proof, from_root, to_root) = if access_log(r.log)? {

@@ -111,8 +111,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ACCORD_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
     /// Accept only tokens bound to the client certificate presented (RFC 8705); needs
-    /// --tls-client-ca.
-    #[arg(long, env = "ACCORD_TLS_BOUND_TOKENS")]
+    /// --tls-client-ca. The variable takes true/false, yes/no, on/off or 1/0.
+    #[arg(long, env = "ACCORD_TLS_BOUND_TOKENS", value_parser = clap::builder::BoolishValueParser::new())]
     pub tls_bound_tokens: bool,
 }
 

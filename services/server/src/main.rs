@@ -63,6 +63,10 @@ enum Command {
         /// The audience.
         #[arg(long, env = "ACCORD_AUDIENCE", default_value = accord_server::DEFAULT_AUDIENCE)]
         audience: String,
+        /// Bind the token to this client certificate (PEM; RFC 8705): a server accepts it only
+        /// over mutual TLS with that certificate.
+        #[arg(long)]
+        bind_cert: Option<PathBuf>,
     },
     /// Check sharing policy before adopting it: parse the Cedar policies, validate them against
     /// the server's schema, and check the views they name. Exits 1 with the validator's messages.
@@ -308,10 +312,18 @@ fn run(
             println!("[[agencies.keys]]\nid = \"{key_id}\"\npublic_key = \"{public}\"");
             Ok(())
         }
-        Command::Token { agency, user, roles, ttl, dev_issuer_key, audience } => {
+        Command::Token { agency, user, roles, ttl, dev_issuer_key, audience, bind_cert } => {
             let dev = accord_auth::DevIssuer::new(keys::load_or_create(&dev_issuer_key)?)?;
             let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
-            println!("{}", dev.mint(&audience, &agency, &user, &roles, ttl)?);
+            let mut claims = accord_auth::DevIssuer::claims(&audience, &agency, &user, &roles, ttl);
+            if let Some(path) = bind_cert {
+                use rustls_pki_types::pem::PemObject as _;
+                let der = rustls_pki_types::CertificateDer::from_pem_file(&path)
+                    .map_err(|e| anyhow::anyhow!("reading the certificate {}: {e}", path.display()))?;
+                let thumbprint = accord_auth::certificate_thumbprint(&der);
+                claims.cnf = Some(accord_auth::Confirmation { x5t_s256: Some(thumbprint) });
+            }
+            println!("{}", dev.mint_claims(&claims)?);
             Ok(())
         }
         Command::PolicyCheck { policies, views } => {

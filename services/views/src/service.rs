@@ -64,9 +64,8 @@ impl Views {
 
     /// Authenticates a reader and checks its stated purpose, noting the caller in `call`.
     fn reader<T>(&self, req: &Request<T>, call: &mut Call) -> Result<Principal, Status> {
-        let who =
-            accord_ledger::authenticate(&self.auth, req).map_err(|e| Status::from(accord_ledger::Error::from(e)))?;
-        call.authenticated(&who);
+        let who = accord_ledger::authenticate(&self.auth, req, Some(&mut *call))
+            .map_err(|e| Status::from(accord_ledger::Error::from(e)))?;
         call.require_purpose()?;
         Ok(who)
     }
