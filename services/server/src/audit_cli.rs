@@ -101,6 +101,9 @@ pub fn describe(e: &pb::AccessEntry) -> String {
     if !r.recipients.is_empty() {
         let _ = writeln!(out, "    recipients: {}", r.recipients.join(", "));
     }
+    if !r.client_certificate.is_empty() {
+        let _ = writeln!(out, "    client certificate (x5t#S256): {}", r.client_certificate);
+    }
     let _ = writeln!(
         out,
         "    log size {}; policy version {} {:?}; request {}; client {}; response sha256 {}",
