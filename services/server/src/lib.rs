@@ -260,7 +260,8 @@ impl Server {
             reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             let _ = stopping.send(true);
         };
-        let mut builder = tonic::transport::Server::builder().trace_fn(telemetry::rpc_span);
+        let mut builder =
+            tonic::transport::Server::builder().trace_fn(telemetry::rpc_span).layer(telemetry::GrpcStatusLayer);
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(tls.server_config()).context("configuring TLS")?;
         }

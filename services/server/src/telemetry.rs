@@ -157,6 +157,10 @@ pub fn rpc_span(req: &http::Request<()>) -> tracing::Span {
         // Filled by the access recorder with the id it records (the caller's valid
         // `x-request-id`, or one it made up), so a trace and an access record find each other.
         request_id = tracing::field::Empty,
+        // Filled by [`GrpcStatusLayer`] when the status is known.
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_message = tracing::field::Empty,
     );
     if req.headers().contains_key("traceparent") {
         let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(req.headers())));
@@ -174,5 +178,107 @@ impl Extractor for Headers<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Records each call's gRPC status on its span (`rpc.grpc.status_code`; `otel.status_code` ERROR
+/// for the codes OpenTelemetry's RPC conventions count as server errors, with the message): from
+/// the response headers of a trailers-only response (how an error is answered), else from the
+/// trailers that end the body (a success, or a stream that failed midway). The span is then kept
+/// open until the body ends, so a stream's span covers the whole stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcStatusLayer;
+
+impl<S> tower_layer::Layer<S> for GrpcStatusLayer {
+    type Service = GrpcStatus<S>;
+
+    fn layer(&self, inner: S) -> GrpcStatus<S> {
+        GrpcStatus(inner)
+    }
+}
+
+/// The service [`GrpcStatusLayer`] wraps around the gRPC routes.
+#[derive(Debug, Clone)]
+pub struct GrpcStatus<S>(S);
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<S, B, RB> tower_service::Service<http::Request<B>> for GrpcStatus<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<StatusBody<RB>>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let response = self.0.call(req);
+        Box::pin(async move {
+            // Polled inside the RPC's span (tonic enters it around the service's future).
+            let span = tracing::Span::current();
+            let (parts, body) = response.await?.into_parts();
+            let pending = match parts.headers.get("grpc-status") {
+                Some(code) => {
+                    record_status(&span, code, parts.headers.get("grpc-message"));
+                    None
+                }
+                None => Some(span),
+            };
+            Ok(http::Response::from_parts(parts, StatusBody { inner: body, span: pending }))
+        })
+    }
+}
+
+/// A response body that records the status its trailers carry on the RPC's span.
+#[derive(Debug)]
+pub struct StatusBody<B> {
+    inner: B,
+    /// The span still waiting for its status.
+    span: Option<tracing::Span>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for StatusBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(trailers) = frame.trailers_ref()
+            && let Some(code) = trailers.get("grpc-status")
+            && let Some(span) = self.span.take()
+        {
+            record_status(&span, code, trailers.get("grpc-message"));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn record_status(span: &tracing::Span, code: &http::HeaderValue, message: Option<&http::HeaderValue>) {
+    let Some(code) = code.to_str().ok().and_then(|c| c.parse::<i32>().ok()) else { return };
+    span.record("rpc.grpc.status_code", code);
+    // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
+    if matches!(code, 2 | 4 | 12 | 13 | 14 | 15) {
+        span.record("otel.status_code", "ERROR");
+        // Percent-encoded as gRPC sends it; the messages of these codes name no personal data.
+        if let Some(m) = message.and_then(|m| m.to_str().ok()) {
+            span.record("otel.status_message", m);
+        }
     }
 }
