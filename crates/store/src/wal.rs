@@ -166,13 +166,19 @@ async fn last(options: &sqlx::sqlite::SqliteConnectOptions, gate: &crate::WriteG
     let _writers = gate.hold().await;
     let result = async {
         let mut c = sqlx::SqliteConnection::connect_with(options).await?;
-        let r = checkpoint(&mut c, "TRUNCATE").await;
+        let r: Result<(i64, i64, i64), sqlx::Error> =
+            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&mut c).await;
         c.close().await?;
         r
     }
     .await;
     match result {
-        Ok((frames, copied)) => tracing::debug!(frames, copied, "last SQLite WAL checkpoint"),
+        Ok((0, frames, copied)) => tracing::debug!(frames, copied, "last SQLite WAL checkpoint"),
+        Ok((_, frames, copied)) => tracing::info!(
+            frames,
+            copied,
+            "the last SQLite WAL checkpoint gave up (a reader still used the WAL); the WAL keeps the rest"
+        ),
         Err(e) => tracing::warn!(error = %e, "the last SQLite WAL checkpoint failed; the WAL keeps what it holds"),
     }
 }

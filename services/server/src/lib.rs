@@ -260,6 +260,8 @@ impl Server {
             reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             let _ = stopping.send(true);
         };
+        // A gRPC-web layer, if ever added, must come before the status layer: gRPC-web carries
+        // the trailers inside the body, where the status layer does not look.
         let mut builder =
             tonic::transport::Server::builder().trace_fn(telemetry::rpc_span).layer(telemetry::GrpcStatusLayer);
         if let Some(tls) = &self.tls {

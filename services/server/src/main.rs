@@ -380,6 +380,8 @@ fn run(
                 progress.events as f64 / secs.max(1e-9)
             );
             println!("read models digest: {}", hex::encode(digest));
+            // On SQLite: the rebuild's writes checkpointed into the database file.
+            store.shutdown().await;
             Ok(())
         }),
         Command::Audit { endpoint, token, purpose, what } => rt.block_on(async {

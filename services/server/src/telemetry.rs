@@ -219,9 +219,12 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let response = self.0.call(req);
         Box::pin(async move {
-            // Polled inside the RPC's span (tonic enters it around the service's future).
-            let span = tracing::Span::current();
+            // Polled inside the RPC's span (tonic enters it around the service's future). If
+            // the future is dropped before it answers (the client went away, or tonic's deadline
+            // answered for it outside this layer), the span says CANCELLED.
+            let mut unanswered = Unanswered(Some(tracing::Span::current()));
             let (parts, body) = response.await?.into_parts();
+            let span = unanswered.0.take().expect("taken once");
             let pending = match parts.headers.get("grpc-status") {
                 Some(code) => {
                     record_status(&span, code, parts.headers.get("grpc-message"));
@@ -234,12 +237,32 @@ where
     }
 }
 
-/// A response body that records the status its trailers carry on the RPC's span.
+/// Records CANCELLED on a span whose call ended without a status of its own.
+struct Unanswered(Option<tracing::Span>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(span) = self.0.take() {
+            span.record("rpc.grpc.status_code", 1);
+        }
+    }
+}
+
+/// A response body that records the status its trailers carry on the RPC's span (CANCELLED if
+/// it is dropped before them: the client cancelled or went away).
 #[derive(Debug)]
 pub struct StatusBody<B> {
     inner: B,
     /// The span still waiting for its status.
     span: Option<tracing::Span>,
+}
+
+impl<B> Drop for StatusBody<B> {
+    fn drop(&mut self) {
+        if let Some(span) = self.span.take() {
+            span.record("rpc.grpc.status_code", 1);
+        }
+    }
 }
 
 impl<B: http_body::Body + Unpin> http_body::Body for StatusBody<B> {
