@@ -216,10 +216,10 @@ impl Authenticator {
         self.require_bound = true;
     }
 
-    /// Whether a token bound to `bound_to` (a thumbprint) may be used on a connection that
-    /// presented `client_cert` (DER).
-    fn check_binding(&self, who: &Principal, bound_to: Option<&str>, client_cert: Option<&[u8]>) -> Result<()> {
-        let reason = match (bound_to, client_cert) {
+    /// Whether a token bound to `bound_to` may be used on a connection that presented a
+    /// certificate of thumbprint `presented` (both [`certificate_thumbprint`]s).
+    fn check_binding(&self, who: &Principal, bound_to: Option<&str>, presented: Option<&str>) -> Result<()> {
+        let reason = match (bound_to, presented) {
             (None, _) if self.require_bound => {
                 "this server accepts only tokens bound to the agency system's client certificate (a `cnf` claim with `x5t#S256`, RFC 8705)"
             }
@@ -227,7 +227,7 @@ impl Authenticator {
             (Some(_), None) => {
                 "the token is bound to a client certificate (cnf x5t#S256) but this connection presented none: use mutual TLS with that certificate"
             }
-            (Some(t), Some(der)) if certificate_thumbprint(der) == t => return Ok(()),
+            (Some(t), Some(p)) if p == t => return Ok(()),
             (Some(_), Some(_)) => {
                 "the token is bound to another client certificate than the one this connection presented"
             }
@@ -247,10 +247,11 @@ impl Authenticator {
         self.authenticate_on(authorization, None)
     }
 
-    /// Authenticates the value of an `authorization` header on a connection that presented
-    /// `client_cert` (DER; its chain was verified by the TLS layer): a token bound to a
-    /// certificate is accepted only with that one.
-    pub fn authenticate_on(&self, authorization: Option<&str>, client_cert: Option<&[u8]>) -> Result<Principal> {
+    /// Authenticates the value of an `authorization` header on a connection that presented a
+    /// client certificate of thumbprint `presented` ([`certificate_thumbprint`] of its DER; its
+    /// chain was verified by the TLS layer): a token bound to a certificate is accepted only with
+    /// that one.
+    pub fn authenticate_on(&self, authorization: Option<&str>, presented: Option<&str>) -> Result<Principal> {
         let header = authorization.ok_or(Error::Missing)?;
         let token = header
             .strip_prefix("Bearer ")
@@ -262,7 +263,7 @@ impl Authenticator {
             && c.nbf <= now + self.leeway_secs
             && now < c.exp
         {
-            self.check_binding(&c.principal, c.bound_to.as_deref(), client_cert)?;
+            self.check_binding(&c.principal, c.bound_to.as_deref(), presented)?;
             return Ok(c.principal.clone());
         }
         // Read `iss` without trusting it, only to choose the key; the signature is verified below
@@ -300,7 +301,7 @@ impl Authenticator {
             }
         };
         let principal = Principal { agency, user, roles, token_id: c.jti, issuer: iss };
-        self.check_binding(&principal, bound_to.as_deref(), client_cert)?;
+        self.check_binding(&principal, bound_to.as_deref(), presented)?;
         let mut cache = self.cache.lock().expect("token cache");
         if cache.len() >= CACHE_ENTRIES {
             cache.retain(|_, e| now < e.exp);
@@ -498,9 +499,11 @@ mod tests {
     fn a_bound_token_is_accepted_only_with_its_certificate() {
         let (dev, mut auth) = setup();
         let now = jsonwebtoken::get_current_timestamp();
-        let (ours, theirs) = (b"our agency system's certificate".as_slice(), b"another certificate".as_slice());
+        let ours = certificate_thumbprint(b"our agency system's certificate");
+        let theirs = certificate_thumbprint(b"another certificate");
+        let (ours, theirs) = (ours.as_str(), theirs.as_str());
         let cnf = |t: Option<String>| Some(Confirmation { x5t_s256: t });
-        let bound = dev.mint_claims(&Claims { cnf: cnf(Some(certificate_thumbprint(ours))), ..claims(now) }).unwrap();
+        let bound = dev.mint_claims(&Claims { cnf: cnf(Some(ours.to_owned())), ..claims(now) }).unwrap();
         let header = format!("Bearer {bound}");
         // Twice each, so that the cached entry is checked as well as a fresh validation.
         for _ in 0..2 {

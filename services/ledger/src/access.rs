@@ -45,6 +45,12 @@ pub struct Call {
     who: Option<Principal>,
 }
 
+/// The RFC 8705 thumbprint of the client certificate `req`'s connection presented over mutual
+/// TLS (the first peer certificate is the client's own).
+pub fn client_certificate<T>(req: &Request<T>) -> Option<String> {
+    req.peer_certs().and_then(|c| c.first().map(|c| accord_auth::certificate_thumbprint(c)))
+}
+
 fn header<T>(req: &Request<T>, key: &str) -> Option<Result<String, ()>> {
     req.metadata().get(key).map(|v| v.to_str().map(|s| s.trim().to_owned()).map_err(|_| ()))
 }
@@ -115,10 +121,7 @@ impl Call {
             request_id,
             trace_id,
             client_address: req.remote_addr().map(|a| a.to_string()).unwrap_or_default(),
-            client_certificate: req
-                .peer_certs()
-                .and_then(|c| c.first().map(|c| accord_auth::certificate_thumbprint(c)))
-                .unwrap_or_default(),
+            client_certificate: client_certificate(req).unwrap_or_default(),
             request,
             who: None,
         }
@@ -128,6 +131,11 @@ impl Call {
     /// overdue flags), recorded so a replay computes the same answer.
     pub fn at(&self) -> Timestamp {
         self.at
+    }
+
+    /// The thumbprint of the client certificate the call's connection presented, if any.
+    pub fn client_certificate(&self) -> Option<&str> {
+        Some(self.client_certificate.as_str()).filter(|c| !c.is_empty())
     }
 
     /// The caller, once authenticated.

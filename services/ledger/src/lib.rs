@@ -48,8 +48,12 @@ pub fn authenticate<T>(
     call: Option<&mut access::Call>,
 ) -> std::result::Result<Principal, accord_auth::Error> {
     let header = req.metadata().get("authorization").map(|v| v.to_str().unwrap_or(""));
-    let certs = req.peer_certs();
-    let r = auth.authenticate_on(header, certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref()));
+    // The call already holds the thumbprint, for its access record.
+    let presented = match &call {
+        Some(call) => call.client_certificate().map(str::to_owned),
+        None => access::client_certificate(req),
+    };
+    let r = auth.authenticate_on(header, presented.as_deref());
     match (&r, call) {
         (Ok(who), Some(call)) => call.authenticated(who),
         (Err(accord_auth::Error::Unbound { principal, .. }), Some(call)) => call.authenticated(principal),
@@ -195,7 +199,7 @@ async fn prepare_in(
         };
         if let Some(c) = corrected {
             let (_, ids) = check_append_as(sharing, &p, &body, c.event_type.as_str(), &c.addressees).await?;
-            once_each(&mut policy_ids, ids);
+            policy_ids.extend(ids);
         }
     }
     if let Payload::PolicyAdopted(adopted) = &payload {
@@ -217,15 +221,6 @@ async fn prepare_in(
         policy_version,
     };
     Ok((new, body, payload, policy_ids))
-}
-
-/// Appends each of `ids` to `to` unless already there.
-fn once_each(to: &mut Vec<String>, ids: Vec<String>) {
-    for id in ids {
-        if !to.contains(&id) {
-            to.push(id);
-        }
-    }
 }
 
 /// The recorded events of `stream`, decoded (at most the first 1000).
@@ -711,11 +706,11 @@ pub async fn prepare_batch(sharing: &Sharing, writer: Writer<'_>, events: Vec<pb
     }
     let n = events.len();
     let mut out = Vec::with_capacity(n);
-    let mut policy_ids = Vec::new();
+    let mut policy_ids = std::collections::BTreeSet::new();
     let mut earlier = Vec::new();
     for (i, e) in events.into_iter().enumerate() {
         let (prepared, body, payload, ids) = prepare_in(sharing, writer, i, e, &earlier).await?;
-        once_each(&mut policy_ids, ids);
+        policy_ids.extend(ids);
         earlier.push((body, payload));
         if matches!(prepared.effect, RegistryEffect::AdoptPolicy) && i + 1 < n {
             return Err(Error::Invalid(format!(
@@ -724,8 +719,7 @@ pub async fn prepare_batch(sharing: &Sharing, writer: Writer<'_>, events: Vec<pb
         }
         out.push(prepared);
     }
-    policy_ids.sort();
-    Ok(Prepared { events: out, policy_ids })
+    Ok(Prepared { events: out, policy_ids: policy_ids.into_iter().collect() })
 }
 
 /// The Ledger service.

@@ -222,23 +222,22 @@ where
             // Polled inside the RPC's span (tonic enters it around the service's future). If
             // the future is dropped before it answers (the client went away, or tonic's deadline
             // answered for it outside this layer), the span says CANCELLED.
-            let mut unanswered = Unanswered(Some(tracing::Span::current()));
+            let mut pending = Unanswered(Some(tracing::Span::current()));
             let (parts, body) = response.await?.into_parts();
-            let span = unanswered.0.take().expect("taken once");
-            let pending = match parts.headers.get("grpc-status") {
-                Some(code) => {
-                    record_status(&span, code, parts.headers.get("grpc-message"));
-                    None
-                }
-                None => Some(span),
-            };
+            if let Some(code) = parts.headers.get("grpc-status")
+                && let Some(span) = pending.0.take()
+            {
+                record_status(&span, code, parts.headers.get("grpc-message"));
+            }
             Ok(http::Response::from_parts(parts, StatusBody { inner: body, span: pending }))
         })
     }
 }
 
-/// Records CANCELLED on a span whose call ended without a status of its own.
-struct Unanswered(Option<tracing::Span>);
+/// The RPC's span while it waits for its status; records CANCELLED if the call ends without one
+/// (dropped before answering, or its body dropped before the trailers).
+#[derive(Debug)]
+pub struct Unanswered(Option<tracing::Span>);
 
 impl Drop for Unanswered {
     fn drop(&mut self) {
@@ -253,16 +252,8 @@ impl Drop for Unanswered {
 #[derive(Debug)]
 pub struct StatusBody<B> {
     inner: B,
-    /// The span still waiting for its status.
-    span: Option<tracing::Span>,
-}
-
-impl<B> Drop for StatusBody<B> {
-    fn drop(&mut self) {
-        if let Some(span) = self.span.take() {
-            span.record("rpc.grpc.status_code", 1);
-        }
-    }
+    /// The span, while still waiting for its status.
+    span: Unanswered,
 }
 
 impl<B: http_body::Body + Unpin> http_body::Body for StatusBody<B> {
@@ -277,7 +268,7 @@ impl<B: http_body::Body + Unpin> http_body::Body for StatusBody<B> {
         if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(trailers) = frame.trailers_ref()
             && let Some(code) = trailers.get("grpc-status")
-            && let Some(span) = self.span.take()
+            && let Some(span) = self.span.0.take()
         {
             record_status(&span, code, trailers.get("grpc-message"));
         }

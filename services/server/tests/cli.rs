@@ -56,9 +56,11 @@ fn a_development_token_can_be_bound_to_a_client_certificate() {
     let dev = accord_auth::DevIssuer::new(accord_server::keys::load_or_create(&key).unwrap()).unwrap();
     let mut auth = accord_auth::Authenticator::new(accord_server::DEFAULT_AUDIENCE);
     auth.trust(dev.issuer());
-    let who = auth.authenticate_on(Some(&header), Some(der)).expect("accepted with its certificate");
+    let presented = accord_auth::certificate_thumbprint(der);
+    let who = auth.authenticate_on(Some(&header), Some(&presented)).expect("accepted with its certificate");
     assert_eq!((who.agency.as_str(), who.user.as_str()), ("st-marys-school", "dsl-1"));
-    assert!(auth.authenticate_on(Some(&header), Some(b"another certificate")).is_err());
+    let another = accord_auth::certificate_thumbprint(b"another certificate");
+    assert!(auth.authenticate_on(Some(&header), Some(&another)).is_err());
     assert!(auth.authenticate(Some(&header)).is_err());
 
     let missing = Command::new(BIN)
