@@ -450,7 +450,7 @@ async fn a_reset_drops_every_checkpoint_and_the_server_folds_again(s: TestServer
     let store = s.store();
     let size = store.log_size().await.unwrap();
     // What an earlier projection version left: its checkpoint.
-    assert!(store.commit_views("accord-views-v1", 0, size, Vec::new()).await.unwrap());
+    assert!(store.commit_views("accord-views-v1", 0, size, Default::default()).await.unwrap());
     assert_eq!(store.view_checkpoint("accord-views-v1").await.unwrap(), size);
 
     store.reset_views().await.unwrap();

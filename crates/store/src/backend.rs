@@ -60,6 +60,18 @@ const ACCESS_COLUMNS: &str = "position, access_id, at, agency, user_id, granted,
 const EVENT_COLUMNS: &str = "position, event_id, stream, stream_version, event_type, author_agency, key_id, recorded_at, body, signature, leaf_hash";
 /// Rows per multi-row INSERT, within both databases' bind-parameter limits.
 const INSERT_CHUNK: usize = 500;
+/// How a changed read-model row replaces its stored version.
+const VIEW_UPSERT: &str =
+    " ON CONFLICT (model, agency, item_id) DO UPDATE SET position = excluded.position, doc = excluded.doc";
+
+/// What writing read-model rows was doing, for its error.
+fn view_rows_what(upsert: bool) -> &'static str {
+    if upsert {
+        "writing changed read-model rows"
+    } else {
+        "writing created read-model rows (a row already stored means the projection's state and its table disagree)"
+    }
+}
 /// Values per IN (...) list.
 const IN_CHUNK: usize = 500;
 /// Up to this many values, a PostgreSQL lookup is an `IN ($1, …)` list (one prepared statement
@@ -581,7 +593,7 @@ macro_rules! backend {
                 v.map_or(Ok(0), |v| to_u64(v, "projection checkpoint"))
             }
 
-            pub(crate) async fn commit_views(pool: &sqlx::Pool<DB>, projection: &str, from: u64, to: u64, rows: Vec<crate::ViewRow>) -> Result<bool> {
+            pub(crate) async fn commit_views(pool: &sqlx::Pool<DB>, projection: &str, from: u64, to: u64, rows: crate::ViewChanges) -> Result<bool> {
                 let mut tx = pool.begin().await.map_err(db("starting a read-model transaction"))?;
                 // The checkpoint moves first: if another process applied this range already, the
                 // compare fails and nothing is written.
@@ -604,36 +616,10 @@ macro_rules! backend {
                 if !moved {
                     return Ok(false);
                 }
-                // Bound by value: the rows (up to a few MB of documents) are not copied again.
-                let mut rows = rows.into_iter().peekable();
-                while rows.peek().is_some() {
-                    let mut qb = QueryBuilder::<DB>::new("INSERT INTO view_items (model, agency, item_id, position, doc) ");
-                    qb.push_values(rows.by_ref().take(INSERT_CHUNK), |mut b, r| {
-                        b.push_bind(r.model)
-                            .push_bind(r.agency)
-                            .push_bind(r.item_id)
-                            .push_bind(to_i64(r.position))
-                            .push_bind(r.doc);
-                    });
-                    qb.push(" ON CONFLICT (model, agency, item_id) DO UPDATE SET position = excluded.position, doc = excluded.doc");
-                    qb.build().execute(&mut *tx).await.map_err(db("writing read-model rows"))?;
-                }
+                write_view_rows(&mut tx, rows.created, false).await?;
+                write_view_rows(&mut tx, rows.changed, true).await?;
                 tx.commit().await.map_err(db("committing read-model rows"))?;
                 Ok(true)
-            }
-
-            pub(crate) async fn view_rows(pool: &sqlx::Pool<DB>, model: &str, agency: &str, after: Option<u64>, limit: u32) -> Result<Vec<crate::ViewRow>> {
-                sqlx::query("SELECT model, agency, item_id, position, doc FROM view_items WHERE model = $1 AND agency = $2 AND position > $3 ORDER BY position LIMIT $4")
-                    .bind(model)
-                    .bind(agency)
-                    .bind(after.map_or(-1, to_i64))
-                    .bind(i64::from(limit))
-                    .fetch_all(pool)
-                    .await
-                    .map_err(db("reading a read model"))?
-                    .iter()
-                    .map(view_row)
-                    .collect()
             }
 
             pub(crate) async fn view_rows_page(pool: &sqlx::Pool<DB>, after: Option<(&str, &str, &str)>, limit: u32) -> Result<Vec<crate::ViewRow>> {
@@ -671,6 +657,28 @@ macro_rules! backend {
 }
 
 backend!(sqlite, sqlx::Sqlite, {
+    /// Read-model rows in multi-row INSERTs of [`INSERT_CHUNK`] rows, bound by value (the
+    /// documents, up to a few MB, are not copied again). Without `upsert`, a stored row fails the
+    /// statement.
+    async fn write_view_rows(conn: &mut Conn, rows: Vec<crate::ViewRow>, upsert: bool) -> Result<()> {
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let mut qb = QueryBuilder::<DB>::new("INSERT INTO view_items (model, agency, item_id, position, doc) ");
+            qb.push_values(rows.by_ref().take(INSERT_CHUNK), |mut b, r| {
+                b.push_bind(r.model)
+                    .push_bind(r.agency)
+                    .push_bind(r.item_id)
+                    .push_bind(to_i64(r.position))
+                    .push_bind(r.doc);
+            });
+            if upsert {
+                qb.push(VIEW_UPSERT);
+            }
+            qb.build().execute(&mut *conn).await.map_err(db(view_rows_what(upsert)))?;
+        }
+        Ok(())
+    }
+
     /// `{head} IN (…){tail}`, in chunks: SQLite prepares statements in process, cheaply.
     async fn lookup<T>(conn: &mut Conn, head: &str, tail: &str, values: &[T]) -> Result<Vec<DbRow>, sqlx::Error>
     where
@@ -855,6 +863,43 @@ backend!(sqlite, sqlx::Sqlite, {
 });
 
 backend!(postgres, sqlx::Postgres, {
+    /// Read-model rows as one INSERT … SELECT FROM UNNEST of column arrays (a fixed statement,
+    /// prepared once; multi-row VALUES of thousands of parameters were planned afresh each
+    /// commit). Without `upsert`, a stored row fails the statement.
+    async fn write_view_rows(conn: &mut Conn, rows: Vec<crate::ViewRow>, upsert: bool) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let n = rows.len();
+        let (mut models, mut agencies, mut ids, mut positions, mut docs) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for r in rows {
+            models.push(r.model);
+            agencies.push(r.agency);
+            ids.push(r.item_id);
+            positions.push(to_i64(r.position));
+            docs.push(r.doc);
+        }
+        let insert = "INSERT INTO view_items (model, agency, item_id, position, doc) \
+                      SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::bytea[])";
+        let sql = if upsert { format!("{insert}{VIEW_UPSERT}") } else { insert.to_owned() };
+        sqlx::query(&sql)
+            .bind(models)
+            .bind(agencies)
+            .bind(ids)
+            .bind(positions)
+            .bind(docs)
+            .execute(&mut *conn)
+            .await
+            .map_err(db(view_rows_what(upsert)))?;
+        Ok(())
+    }
+
     /// `{head} = v{tail}` for each `v` of one array parameter, as a LATERAL join, so every value
     /// is one index probe whatever the table's size, and the statement text never varies (it is
     /// prepared once per connection). Neither `IN (…)` lists of varying length (re-prepared every

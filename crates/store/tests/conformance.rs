@@ -8,7 +8,7 @@ use accord_domain::checkpoint::{LogSigner, verify_checkpoint};
 use accord_domain::merkle::{self, Frontier};
 use accord_domain::payload::RegistryEffect;
 use accord_domain::{AgencyId, EventId, EventType, ExpectedVersion, KeyId, SYSTEM_AGENCY, StreamId};
-use accord_store::{Error, NewEvent, Options, Store, Visibility};
+use accord_store::{Error, NewEvent, Options, Store, ViewChanges, ViewRow, Visibility};
 use ed25519_dalek::SigningKey;
 
 struct Fixture {
@@ -370,6 +370,40 @@ async fn reopening_continues_the_same_log(f: Fixture) {
     check_tree(&Fixture { store: again, url: f.url.clone(), verifier_key: f.verifier_key.clone(), _dir: None }).await;
 }
 
+/// A projection commit inserts the rows it created and upserts the rows it changed, with its
+/// checkpoint, in one transaction: a created row that is already stored fails the whole commit
+/// (the projection's state and the table disagree) and changes nothing, not even the checkpoint.
+async fn read_model_commits_insert_created_rows_and_upsert_changed_ones(f: Fixture) {
+    let row = |id: &str, position: u64, doc: &[u8]| ViewRow {
+        model: "school_inbox".into(),
+        agency: "st-marys-school".into(),
+        item_id: id.into(),
+        position,
+        doc: doc.to_vec(),
+    };
+    let created = |rows: Vec<ViewRow>| ViewChanges { created: rows, changed: Vec::new() };
+    let s = &f.store;
+    assert!(s.commit_views("p", 0, 2, created(vec![row("a", 1, b"a1"), row("b", 1, b"b1")])).await.unwrap());
+    // "a" again as created: refused, and nothing of the commit lands.
+    let again =
+        ViewChanges { created: vec![row("c", 3, b"c3"), row("a", 3, b"a3")], changed: vec![row("b", 3, b"b3")] };
+    assert!(matches!(s.commit_views("p", 2, 4, again).await, Err(Error::Duplicate(_))));
+    assert_eq!(s.view_checkpoint("p").await.unwrap(), 2);
+    assert_eq!(s.view_rows_page(None, 10).await.unwrap(), vec![row("a", 1, b"a1"), row("b", 1, b"b1")]);
+    // As changed rows they replace the stored ones; a changed row not stored yet is written too.
+    let changes =
+        ViewChanges { created: vec![row("c", 3, b"c3")], changed: vec![row("a", 3, b"a3"), row("d", 3, b"d3")] };
+    assert!(s.commit_views("p", 2, 4, changes).await.unwrap());
+    assert_eq!(s.view_checkpoint("p").await.unwrap(), 4);
+    assert_eq!(
+        s.view_rows_page(None, 10).await.unwrap(),
+        vec![row("a", 3, b"a3"), row("b", 1, b"b1"), row("c", 3, b"c3"), row("d", 3, b"d3")]
+    );
+    // A commit from a checkpoint that has moved on writes nothing.
+    assert!(!s.commit_views("p", 2, 5, created(vec![row("e", 5, b"e5")])).await.unwrap());
+    assert_eq!(s.view_rows_page(None, 10).await.unwrap().len(), 4);
+}
+
 macro_rules! conformance {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -442,6 +476,7 @@ macro_rules! suite {
             proofs_verify_against_roots,
             log_tables_refuse_update_and_delete,
             reopening_continues_the_same_log,
+            read_model_commits_insert_created_rows_and_upsert_changed_ones,
         );
     )*};
 }

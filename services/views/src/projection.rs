@@ -17,7 +17,7 @@ use std::sync::Arc;
 use accord_domain::payload::{self, AgencyKind, Payload};
 use accord_domain::{EventBody, SensitivityTag};
 use accord_policy::{AgencyFacts, Policy, RecordFacts, RecordKind, Relation};
-use accord_store::{RecordedEvent, ViewRow};
+use accord_store::{RecordedEvent, ViewChanges, ViewRow};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -362,8 +362,10 @@ pub struct State {
     /// (model, agency, latest change, item id) of every item: queries and subscriptions scan it.
     by_position: BTreeSet<(Model, String, u64, String)>,
     aux: BTreeMap<String, Aux>,
-    dirty_items: BTreeSet<Key>,
-    dirty_aux: BTreeSet<String>,
+    /// Changed since the last [`State::take_changes`]; `true`: created since then (no stored
+    /// row yet: the commit inserts it rather than upserting).
+    dirty_items: BTreeMap<Key, bool>,
+    dirty_aux: BTreeMap<String, bool>,
     /// The first position not applied.
     pub next_position: u64,
 }
@@ -431,30 +433,26 @@ impl State {
         Ok(())
     }
 
-    /// The rows changed since the last call, ready to store.
-    pub fn take_changes(&mut self) -> Vec<ViewRow> {
-        let mut rows = Vec::with_capacity(self.dirty_items.len() + self.dirty_aux.len());
+    /// The rows created and changed since the last call, ready to store.
+    pub fn take_changes(&mut self) -> ViewChanges {
+        let mut out = ViewChanges::default();
         // Encoded into one buffer, then copied out at its exact size (one allocation per row,
         // not one per doubling).
         let mut buf = Vec::with_capacity(4096);
-        for key in std::mem::take(&mut self.dirty_aux) {
+        for (key, created) in std::mem::take(&mut self.dirty_aux) {
             encode_into(&mut buf, &self.aux[&key]);
-            rows.push(ViewRow {
-                model: AUX.into(),
-                agency: String::new(),
-                item_id: key,
-                position: 0,
-                doc: buf.clone(),
-            });
+            let row = ViewRow { model: AUX.into(), agency: String::new(), item_id: key, position: 0, doc: buf.clone() };
+            if created { &mut out.created } else { &mut out.changed }.push(row);
         }
-        for key in std::mem::take(&mut self.dirty_items) {
+        for (key, created) in std::mem::take(&mut self.dirty_items) {
             let item = &self.items[&key];
             encode_into(&mut buf, &**item);
             let position = item.position;
             let (model, agency, item_id) = key;
-            rows.push(ViewRow { model: model.as_str().into(), agency, item_id, position, doc: buf.clone() });
+            let row = ViewRow { model: model.as_str().into(), agency, item_id, position, doc: buf.clone() };
+            if created { &mut out.created } else { &mut out.changed }.push(row);
         }
-        rows
+        out
     }
 
     /// The items one agency holds in one model changed after `after`, in the order of their
@@ -549,17 +547,28 @@ impl State {
     }
 
     fn put_aux(&mut self, key: String, aux: Aux) {
-        self.aux.insert(key.clone(), aux);
-        self.dirty_aux.insert(key);
+        let created = self.aux.insert(key.clone(), aux).is_none();
+        *self.dirty_aux.entry(key).or_default() |= created;
+    }
+
+    /// Marks an auxiliary fact changed in place (nothing if there is none under `key`).
+    fn touch_aux(&mut self, key: String) {
+        if self.aux.contains_key(&key) {
+            self.dirty_aux.entry(key).or_default();
+        }
     }
 
     fn put_item(&mut self, key: Key, item: Item) {
         let position = item.position;
-        if let Some(old) = self.items.insert(key.clone(), Box::new(item)) {
-            self.by_position.remove(&(key.0, key.1.clone(), old.position, key.2.clone()));
-        }
+        let created = match self.items.insert(key.clone(), Box::new(item)) {
+            Some(old) => {
+                self.by_position.remove(&(key.0, key.1.clone(), old.position, key.2.clone()));
+                false
+            }
+            None => true,
+        };
         self.by_position.insert((key.0, key.1.clone(), position, key.2.clone()));
-        self.dirty_items.insert(key);
+        *self.dirty_items.entry(key).or_default() |= created;
     }
 
     fn update_item(&mut self, key: &Key, position: u64, f: impl FnOnce(&mut Item)) -> bool {
@@ -572,7 +581,7 @@ impl State {
                     self.by_position.remove(&(key.0, key.1.clone(), before, key.2.clone()));
                     self.by_position.insert((key.0, key.1.clone(), position, key.2.clone()));
                 }
-                self.dirty_items.insert(key.clone());
+                self.dirty_items.entry(key.clone()).or_default();
                 true
             }
             None => false,
@@ -754,7 +763,7 @@ impl State {
                     }
                     _ => Vec::new(),
                 };
-                self.dirty_aux.insert(key);
+                self.touch_aux(key);
                 // Every agency holding a referral under the consent is told.
                 for rid in referrals {
                     if let Some(Aux::Routed { author: from, addressee, .. }) =
@@ -824,7 +833,7 @@ impl State {
                 };
                 if let Some(Aux::Consent { referrals, .. }) = self.aux.get_mut(&consent_key) {
                     referrals.push(id.clone());
-                    self.dirty_aux.insert(consent_key);
+                    self.touch_aux(consent_key);
                 }
                 self.put_aux(format!("referral/{id}"), Aux::Routed { author: author.to_owned(), addressee, delivered });
             }
