@@ -14,8 +14,7 @@
 //! writer's own connection, one (`BEGIN IMMEDIATE`, every insert and `COMMIT` in one call,
 //! planned on the tip this process last committed and checked against the head under the lock),
 //! or two when that tip is unknown or was overtaken by another process (`BEGIN IMMEDIATE` with
-//! the head read, then the rest); on PostgreSQL three at the tip it last committed (`BEGIN`
-//! with the lock, the rows, `COMMIT`), four from the head. A refused request (duplicate id) writes nothing and does not disturb the
+//! the head read, then the rest); on PostgreSQL five. A refused request (duplicate id) writes nothing and does not disturb the
 //! others: ids are minted by the server, so a round does not look them up first; when the UNIQUE
 //! constraint refuses one, the round is decided again with the lookup. If the transaction fails,
 //! every request of the round gets the error and nothing is acknowledged.
@@ -232,16 +231,10 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// A round on PostgreSQL: `BEGIN` with the access log's advisory lock (one trip), the head read,
+/// A round on PostgreSQL: a transaction under the access log's advisory lock, the head read,
 /// then rows, index rows, hashes and checkpoint in one statement
-/// ([`backend::postgres::insert_access`]) and `COMMIT`. Without `check`, the round is planned on
-/// the tip this process last committed when it knows one, without reading the head: three round
-/// trips instead of four. Under the lock no writer of this process is inside a round (the
-/// sequencer takes the same lock to record an append's access), so that tip is the head unless
-/// another process wrote since; then that process's rows hold the planned first position, the
-/// primary key refuses the round ([`Error::Duplicate`]), and it is decided again from the head,
-/// with the duplicate-id query, as after any refusal. As on SQLite, that query runs only when
-/// `check`.
+/// ([`backend::postgres::insert_access`]) and `COMMIT`: five round trips. As on SQLite, the
+/// duplicate-id query runs only when `check`, after the UNIQUE constraint refused a round.
 async fn round_postgres(
     pool: &sqlx::PgPool,
     tip: &crate::AccessTip,
@@ -253,14 +246,7 @@ async fn round_postgres(
     // The database's lock first, then the tip (as the sequencer): the tip is only ever waited
     // for by a writer that already holds the access log's lock, so never long.
     let mut cached = tip.lock().await;
-    // Taken either way: a failed round leaves no tip, so the next reads the head.
-    let frontier = match cached.take() {
-        Some(f) if !check => f,
-        known => {
-            *cached = known;
-            tip_postgres(&mut tx, &mut cached).await?
-        }
-    };
+    let frontier = tip_postgres(&mut tx, &mut cached).await?;
     let existing = if check {
         recorded_ids(backend::postgres::existing_access_ids(&mut tx, &ids(requests)).await?)?
     } else {

@@ -1042,13 +1042,10 @@ pub(crate) async fn begin_postgres_access(pool: &sqlx::PgPool) -> Result<sqlx::T
     begin_postgres_locked(pool, POSTGRES_ACCESS_LOCK).await
 }
 
-/// `BEGIN` and the lock in one trip: one simple query of two statements (the key is a constant
-/// of ours, so nothing is interpolated from outside). If the lock fails, the transaction is
-/// aborted, sqlx refuses the `BEGIN` and rolls it back, and nothing is written.
 async fn begin_postgres_locked(pool: &sqlx::PgPool, key: i64) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    pool.begin_with(format!("BEGIN; SELECT pg_advisory_xact_lock({key})"))
-        .await
-        .map_err(crate::error::db("starting a write transaction under the log lock"))
+    let mut tx = pool.begin().await.map_err(crate::error::db("starting a write transaction"))?;
+    lock_postgres(&mut tx, key).await?;
+    Ok(tx)
 }
 
 /// Takes the access log's lock in a transaction that already holds the event log's (the
