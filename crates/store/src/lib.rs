@@ -220,18 +220,6 @@ pub struct ViewChanges {
     pub changed: Vec<ViewRow>,
 }
 
-impl ViewChanges {
-    /// Rows in all.
-    pub fn len(&self) -> usize {
-        self.created.len() + self.changed.len()
-    }
-
-    /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// What a read may return.
 #[derive(Debug, Clone)]
 pub enum Visibility {
