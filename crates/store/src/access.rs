@@ -14,7 +14,9 @@
 //! writer's own connection, one (`BEGIN IMMEDIATE`, every insert and `COMMIT` in one call,
 //! planned on the tip this process last committed and checked against the head under the lock),
 //! or two when that tip is unknown or was overtaken by another process (`BEGIN IMMEDIATE` with
-//! the head read, then the rest); on PostgreSQL five. A refused request (duplicate id) writes nothing and does not disturb the
+//! the head read, then the rest); on PostgreSQL likewise one (a call to migration 0007's
+//! function, which takes the lock, checks the head and writes, in its own transaction), or five
+//! when the tip is unknown or overtaken. A refused request (duplicate id) writes nothing and does not disturb the
 //! others: ids are minted by the server, so a round does not look them up first; when the UNIQUE
 //! constraint refuses one, the round is decided again with the lookup. If the transaction fails,
 //! every request of the round gets the error and nothing is acknowledged.
@@ -263,6 +265,61 @@ async fn round_postgres(
     tx.commit().await.map_err(crate::error::db("committing access records"))?;
     *cached = Some(plan.frontier.clone());
     Ok(plan)
+}
+
+/// A round on PostgreSQL in one round trip, planned on the tip this process last committed
+/// (`None` when it has none, or when the head has moved since: another process, or this
+/// process's sequencer, wrote; the round is then [`round_postgres`]'s). The call
+/// ([`backend::postgres::write_access_at`]) takes the access log's lock, checks the head
+/// against the planned tip and writes, in a transaction of its own that commits when it
+/// returns. The shared tip is only read and then updated, never held across the call: the
+/// sequencer holds it while it waits for the access log's lock, so holding it here while
+/// waiting for that lock could deadlock. That is safe because the tip is only ever used
+/// after checking its size against the head under the lock.
+async fn round_postgres_at_tip(
+    pool: &sqlx::PgPool,
+    tip: &crate::AccessTip,
+    signer: &LogSigner,
+    requests: &[&[AccessEntry]],
+) -> Result<Option<Plan>> {
+    let Some(frontier) = tip.lock().await.clone() else { return Ok(None) };
+    let expected = frontier.size();
+    let plan = plan(frontier, &HashSet::new(), requests);
+    if plan.rows.is_empty() {
+        return Ok(Some(plan));
+    }
+    let cp = checkpoint(signer, &plan.frontier)?;
+    if !backend::postgres::write_access_at(pool, expected, &plan, &cp).await? {
+        return Ok(None);
+    }
+    let mut cached = tip.lock().await;
+    // A writer that committed after this round may have stored a longer tip already.
+    if cached.as_ref().is_none_or(|c| c.size() < plan.frontier.size()) {
+        *cached = Some(plan.frontier.clone());
+    }
+    Ok(Some(plan))
+}
+
+/// A PostgreSQL round: at the tip in one trip when it can, else (or if the head has moved)
+/// from the head in five. A failure of the one-trip call rolled all of it back; it is decided
+/// again from the head unless the database is unreachable (the outcome is then unknown and the
+/// callers are told so) or an id was refused (the caller decides it again with the lookup).
+async fn postgres_round(
+    pool: &sqlx::PgPool,
+    tip: &crate::AccessTip,
+    signer: &LogSigner,
+    requests: &[&[AccessEntry]],
+    check: bool,
+) -> Result<Plan> {
+    if !check {
+        match round_postgres_at_tip(pool, tip, signer, requests).await {
+            Ok(Some(plan)) => return Ok(plan),
+            Ok(None) => {}
+            Err(e @ (Error::Unavailable(_) | Error::Duplicate(_))) => return Err(e),
+            Err(e) => tracing::debug!(error = %e, "access round at the cached tip failed; reading the head"),
+        }
+    }
+    round_postgres(pool, tip, signer, requests, check).await
 }
 
 /// The outcome of a round decided with the duplicate-id query. A UNIQUE constraint refusing it
@@ -533,7 +590,7 @@ pub(crate) async fn run(
                     Db::Sqlite(p) => {
                         with_recheck!(|check| sqlite_round(&mut own, p, &tip, &signer, &requests, check).await)
                     }
-                    Db::Postgres(p) => with_recheck!(|check| round_postgres(p, &tip, &signer, &requests, check).await),
+                    Db::Postgres(p) => with_recheck!(|check| postgres_round(p, &tip, &signer, &requests, check).await),
                 }
             }
             .instrument(span)

@@ -584,10 +584,10 @@ macro_rules! backend {
                 })
             }
 
-            pub(crate) async fn view_checkpoint(pool: &sqlx::Pool<DB>, projection: &str) -> Result<u64> {
+            pub(crate) async fn view_checkpoint<'c, E: Executor<'c, Database = DB>>(e: E, projection: &str) -> Result<u64> {
                 let v: Option<i64> = sqlx::query_scalar("SELECT position FROM view_checkpoints WHERE projection = $1")
                     .bind(projection)
-                    .fetch_optional(pool)
+                    .fetch_optional(e)
                     .await
                     .map_err(db("reading a projection checkpoint"))?;
                 v.map_or(Ok(0), |v| to_u64(v, "projection checkpoint"))
@@ -622,7 +622,7 @@ macro_rules! backend {
                 Ok(true)
             }
 
-            pub(crate) async fn view_rows_page(pool: &sqlx::Pool<DB>, after: Option<(&str, &str, &str)>, limit: u32) -> Result<Vec<crate::ViewRow>> {
+            pub(crate) async fn view_rows_page<'c, E: Executor<'c, Database = DB>>(e: E, after: Option<(&str, &str, &str)>, limit: u32) -> Result<Vec<crate::ViewRow>> {
                 let (m, a, i) = after.unwrap_or(("", "", ""));
                 sqlx::query("SELECT model, agency, item_id, position, doc FROM view_items \
                              WHERE (model, agency, item_id) > ($1, $2, $3) ORDER BY model, agency, item_id LIMIT $4")
@@ -630,12 +630,43 @@ macro_rules! backend {
                     .bind(a)
                     .bind(i)
                     .bind(i64::from(limit))
-                    .fetch_all(pool)
+                    .fetch_all(e)
                     .await
                     .map_err(db("reading the read models"))?
                     .iter()
                     .map(view_row)
                     .collect()
+            }
+
+            /// `projection`'s checkpoint and every read-model row, pages of `limit` handed to
+            /// `on_page` in key order, all read in one snapshot ([`begin_snapshot`]); no rows
+            /// when there is no checkpoint.
+            pub(crate) async fn load_views(
+                pool: &sqlx::Pool<DB>,
+                projection: &str,
+                limit: u32,
+                on_page: &mut (dyn FnMut(Vec<crate::ViewRow>) -> Result<()> + Send),
+            ) -> Result<u64> {
+                let mut tx = begin_snapshot(pool).await?;
+                let next = view_checkpoint(&mut *tx, projection).await?;
+                let mut after: Option<(String, String, String)> = None;
+                while next > 0 {
+                    let page = view_rows_page(
+                        &mut *tx,
+                        after.as_ref().map(|(m, a, i)| (m.as_str(), a.as_str(), i.as_str())),
+                        limit,
+                    )
+                    .await?;
+                    let Some(last) = page.last() else { break };
+                    after = Some((last.model.clone(), last.agency.clone(), last.item_id.clone()));
+                    let full = page.len() >= limit as usize;
+                    on_page(page)?;
+                    if !full {
+                        break;
+                    }
+                }
+                tx.rollback().await.map_err(db("ending a read-model snapshot"))?;
+                Ok(next)
             }
 
             pub(crate) async fn reset_views(pool: &sqlx::Pool<DB>) -> Result<()> {
@@ -657,6 +688,8 @@ macro_rules! backend {
 }
 
 backend!(sqlite, sqlx::Sqlite, {
+    use super::begin_snapshot_sqlite as begin_snapshot;
+
     /// Read-model rows in multi-row INSERTs of [`INSERT_CHUNK`] rows, bound by value (the
     /// documents, up to a few MB, are not copied again). Without `upsert`, a stored row fails the
     /// statement.
@@ -863,6 +896,8 @@ backend!(sqlite, sqlx::Sqlite, {
 });
 
 backend!(postgres, sqlx::Postgres, {
+    use super::begin_snapshot_postgres as begin_snapshot;
+
     /// Read-model rows as one INSERT … SELECT FROM UNNEST of column arrays (a fixed statement,
     /// prepared once; multi-row VALUES of thousands of parameters were planned afresh each
     /// commit). Without `upsert`, a stored row fails the statement.
@@ -990,39 +1025,84 @@ backend!(postgres, sqlx::Postgres, {
         plan: &crate::access::Plan,
         cp: &SignedCheckpoint,
     ) -> Result<()> {
-        let a = &plan.rows;
         // Rows of different lengths: each row's tokens travel as one string and are split in
         // the statement (tokens are hex, never holding a space).
-        sqlx::query(
-            "WITH a AS (INSERT INTO access_log (position, access_id, at, agency, user_id, granted, record, leaf_hash) \
-                 SELECT * FROM UNNEST($1::int8[], $2::bytea[], $3::int8[], $4::text[], $5::text[], $6::bool[], $7::bytea[], $8::bytea[])), \
-             k AS (INSERT INTO access_keys (position, keys) \
-                 SELECT p, string_to_array(k, ' ') FROM UNNEST($9::int8[], $10::text[]) AS t(p, k)), \
-             h AS (INSERT INTO access_merkle_hashes (idx, hash) SELECT * FROM UNNEST($11::int8[], $12::bytea[])) \
-             INSERT INTO access_checkpoints (tree_size, root, note, signed_at) VALUES ($13, $14, $15, $16)",
+        bind_access(
+            sqlx::query(
+                "WITH a AS (INSERT INTO access_log (position, access_id, at, agency, user_id, granted, record, leaf_hash) \
+                     SELECT * FROM UNNEST($1::int8[], $2::bytea[], $3::int8[], $4::text[], $5::text[], $6::bool[], $7::bytea[], $8::bytea[])), \
+                 k AS (INSERT INTO access_keys (position, keys) \
+                     SELECT p, string_to_array(k, ' ') FROM UNNEST($9::int8[], $10::text[]) AS t(p, k)), \
+                 h AS (INSERT INTO access_merkle_hashes (idx, hash) SELECT * FROM UNNEST($11::int8[], $12::bytea[])) \
+                 INSERT INTO access_checkpoints (tree_size, root, note, signed_at) VALUES ($13, $14, $15, $16)",
+            ),
+            plan,
+            cp,
         )
-        .bind(a.iter().map(|a| to_i64(a.position)).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.access_id.to_vec()).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.at.micros()).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.agency.clone()).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.user.clone()).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.granted).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.record.clone()).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.leaf_hash.0.to_vec()).collect::<Vec<_>>())
-        .bind(plan.keys.iter().map(|(p, _)| to_i64(*p)).collect::<Vec<_>>())
-        .bind(plan.keys.iter().map(|(_, t)| t.join(" ")).collect::<Vec<_>>())
-        .bind(plan.hashes.iter().map(|(i, _)| to_i64(*i)).collect::<Vec<_>>())
-        .bind(plan.hashes.iter().map(|(_, h)| h.0.to_vec()).collect::<Vec<_>>())
-        .bind(to_i64(cp.tree_size))
-        .bind(cp.root.0.to_vec())
-        .bind(cp.note.clone())
-        .bind(cp.signed_at.micros())
         .execute(&mut *conn)
         .await
         .map_err(db("writing access records"))?;
         Ok(())
     }
+
+    /// Writes a round planned on the tip of size `expected` in one round trip, outside any
+    /// transaction of ours: the call (migration 0007's `accord_access_write_at`) takes the
+    /// access log's lock, checks the head and writes, and its own transaction commits when it
+    /// returns. `false`, with nothing written, when the head is not `expected`.
+    pub(crate) async fn write_access_at(
+        pool: &sqlx::PgPool,
+        expected: u64,
+        plan: &crate::access::Plan,
+        cp: &SignedCheckpoint,
+    ) -> Result<bool> {
+        let q = sqlx::query(
+            "SELECT accord_access_write_at($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        )
+        .bind(to_i64(expected))
+        .bind(POSTGRES_ACCESS_LOCK);
+        let row = bind_access(q, plan, cp).fetch_one(pool).await.map_err(db("writing access records"))?;
+        row.try_get(0).map_err(db("writing access records"))
+    }
+
+    /// Binds a round's column arrays and checkpoint, in the order both writes take them.
+    fn bind_access<'q>(
+        q: sqlx::query::Query<'q, DB, sqlx::postgres::PgArguments>,
+        plan: &crate::access::Plan,
+        cp: &SignedCheckpoint,
+    ) -> sqlx::query::Query<'q, DB, sqlx::postgres::PgArguments> {
+        let a = &plan.rows;
+        q.bind(a.iter().map(|a| to_i64(a.position)).collect::<Vec<_>>())
+            .bind(a.iter().map(|a| a.access_id.to_vec()).collect::<Vec<_>>())
+            .bind(a.iter().map(|a| a.at.micros()).collect::<Vec<_>>())
+            .bind(a.iter().map(|a| a.agency.clone()).collect::<Vec<_>>())
+            .bind(a.iter().map(|a| a.user.clone()).collect::<Vec<_>>())
+            .bind(a.iter().map(|a| a.granted).collect::<Vec<_>>())
+            .bind(a.iter().map(|a| a.record.clone()).collect::<Vec<_>>())
+            .bind(a.iter().map(|a| a.leaf_hash.0.to_vec()).collect::<Vec<_>>())
+            .bind(plan.keys.iter().map(|(p, _)| to_i64(*p)).collect::<Vec<_>>())
+            .bind(plan.keys.iter().map(|(_, t)| t.join(" ")).collect::<Vec<_>>())
+            .bind(plan.hashes.iter().map(|(i, _)| to_i64(*i)).collect::<Vec<_>>())
+            .bind(plan.hashes.iter().map(|(_, h)| h.0.to_vec()).collect::<Vec<_>>())
+            .bind(to_i64(cp.tree_size))
+            .bind(cp.root.0.to_vec())
+            .bind(cp.note.clone())
+            .bind(cp.signed_at.micros())
+    }
 });
+
+/// A read-only transaction on SQLite: its first read fixes the snapshot every later read of it
+/// sees (WAL mode), whatever commits meanwhile.
+async fn begin_snapshot_sqlite(pool: &sqlx::SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    pool.begin().await.map_err(crate::error::db("starting a read-model snapshot"))
+}
+
+/// A read-only transaction on PostgreSQL in which every statement sees the snapshot of its first
+/// (`REPEATABLE READ`; the default, `READ COMMITTED`, takes one per statement).
+async fn begin_snapshot_postgres(pool: &sqlx::PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(crate::error::db("starting a read-model snapshot"))
+}
 
 /// Opens the write transaction that holds the log's lock until commit.
 pub(crate) async fn begin_sqlite(pool: &sqlx::SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {

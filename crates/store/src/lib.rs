@@ -22,6 +22,7 @@
 mod access;
 mod backend;
 mod error;
+mod gin;
 mod group;
 mod metrics;
 mod sequencer;
@@ -311,6 +312,9 @@ struct Inner {
     /// SQLite's background WAL checkpoint (`None` on PostgreSQL, or once stopped by
     /// [`Store::shutdown`]); aborted with the store.
     checkpointer: std::sync::Mutex<Option<wal::Checkpointer>>,
+    /// PostgreSQL's background merge of the access log's key index (`None` on SQLite); aborted
+    /// with the store.
+    _gin_cleaner: Option<gin::Cleaner>,
 }
 
 /// SQLite has one write lock per database file. When this process's writers (the sequencer, the
@@ -435,6 +439,10 @@ impl Store {
             Db::Postgres(_) => None,
         };
         let access_head = Arc::new(watch::Sender::new(access_size));
+        let gin_cleaner = match &db {
+            Db::Postgres(pool) => Some(gin::start(pool.clone(), access_head.subscribe())),
+            Db::Sqlite(_) => None,
+        };
         let access_signer: Arc<std::sync::OnceLock<Arc<LogSigner>>> = Default::default();
         let access_tip = AccessTip::default();
         let (tx, handle) = match signer {
@@ -473,6 +481,7 @@ impl Store {
                 options,
                 writes,
                 checkpointer: std::sync::Mutex::new(checkpointer),
+                _gin_cleaner: gin_cleaner,
             }),
         })
     }
@@ -840,6 +849,21 @@ impl Store {
     #[tracing::instrument(name = "store.view_rows_page", skip_all)]
     pub async fn view_rows_page(&self, after: Option<(&str, &str, &str)>, limit: u32) -> Result<Vec<ViewRow>> {
         dispatch!(&self.inner.db, |q, pool| q::view_rows_page(pool, after, limit).await)
+    }
+
+    /// `projection`'s checkpoint (0 before its first batch) and every read-model row, in pages of
+    /// `page` rows in key order handed to `on_page`, read in one snapshot: rows and checkpoint
+    /// agree even while another process commits (none when there is no checkpoint). An error
+    /// from `on_page` stops the load and is returned.
+    #[tracing::instrument(name = "store.load_views", skip_all)]
+    pub async fn load_views(
+        &self,
+        projection: &str,
+        page: u32,
+        mut on_page: impl FnMut(Vec<ViewRow>) -> Result<()> + Send,
+    ) -> Result<u64> {
+        let page = page.max(1);
+        dispatch!(&self.inner.db, |q, pool| q::load_views(pool, projection, page, &mut on_page).await)
     }
 
     /// Drops every read-model row and every projection's checkpoint, for a rebuild from zero

@@ -402,6 +402,40 @@ async fn read_model_commits_insert_created_rows_and_upsert_changed_ones(f: Fixtu
     // A commit from a checkpoint that has moved on writes nothing.
     assert!(!s.commit_views("p", 2, 5, created(vec![row("e", 5, b"e5")])).await.unwrap());
     assert_eq!(s.view_rows_page(None, 10).await.unwrap().len(), 4);
+
+    // A load reads the checkpoint and the rows in one snapshot: another process committing while
+    // it pages is not seen, neither its rows nor its checkpoint.
+    let stored = s.view_rows_page(None, 10).await.unwrap();
+    let other = open(&f.url).await;
+    let handle = tokio::runtime::Handle::current();
+    let mut loaded = Vec::new();
+    let next = s
+        .load_views("p", 1, |page| {
+            if loaded.is_empty() {
+                let later = created(vec![row("0", 5, b"05"), row("e", 5, b"e5")]);
+                let moved = tokio::task::block_in_place(|| handle.block_on(other.commit_views("p", 4, 6, later)));
+                assert!(moved.unwrap(), "the other process commits while the load pages");
+            }
+            loaded.extend(page);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!((next, &loaded), (4, &stored));
+    let mut loaded = Vec::new();
+    let next = s
+        .load_views("p", 2, |page| {
+            loaded.extend(page);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!((next, loaded.len()), (6, 6), "the next load sees that commit");
+    assert_eq!(s.load_views("q", 10, |_| panic!("no rows are read without a checkpoint")).await.unwrap(), 0);
+    // An error from the caller stops the load.
+    let refused = s.load_views("p", 1, |_| Err(Error::Corrupt("refused".into()))).await;
+    assert!(matches!(refused, Err(Error::Corrupt(m)) if m == "refused"));
+    other.shutdown().await;
 }
 
 macro_rules! conformance {

@@ -129,28 +129,20 @@ pub struct Progress {
     pub next_position: u64,
 }
 
+/// The state as last committed: the checkpoint and its rows, read in one snapshot (so another
+/// process committing meanwhile cannot mix a later batch's rows under an earlier checkpoint).
 async fn load_state(store: &Store) -> Result<State> {
-    let next = store.view_checkpoint(PROJECTION).await?;
+    let mut state = State::default();
+    let next = store
+        .load_views(PROJECTION, RESTORE_PAGE, |page| state.restore(page).map_err(accord_store::Error::Corrupt))
+        .await?;
     if next == 0 {
         // No checkpoint for this projection: rows left by an earlier projection (an older
         // `PROJECTION` name) are not this fold's; start from zero on an empty table.
         store.reset_views().await?;
         return Ok(State::default());
     }
-    let mut state = State::resuming_at(next);
-    let mut after: Option<(String, String, String)> = None;
-    loop {
-        let page = store
-            .view_rows_page(after.as_ref().map(|(m, a, i)| (m.as_str(), a.as_str(), i.as_str())), RESTORE_PAGE)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = Some((last.model.clone(), last.agency.clone(), last.item_id.clone()));
-        let n = page.len();
-        state.restore(page).map_err(Error::Corrupt)?;
-        if n < RESTORE_PAGE as usize {
-            break;
-        }
-    }
+    state.next_position = next;
     Ok(state)
 }
 

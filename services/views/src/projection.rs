@@ -410,11 +410,6 @@ fn stream_id<'a>(stream: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 impl State {
-    /// An empty state that resumes at `next_position` once its rows are [`State::restore`]d.
-    pub fn resuming_at(next_position: u64) -> State {
-        State { next_position, ..State::default() }
-    }
-
     /// Restores stored rows into the state.
     pub fn restore(&mut self, rows: Vec<ViewRow>) -> Result<(), String> {
         let s = self;
