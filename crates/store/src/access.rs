@@ -276,22 +276,36 @@ async fn round_postgres(
 /// sequencer holds it while it waits for the access log's lock, so holding it here while
 /// waiting for that lock could deadlock. That is safe because the tip is only ever used
 /// after checking its size against the head under the lock.
+///
+/// When the head has moved because this process's sequencer recorded an append's access in
+/// between (it stores the tip it committed), the round is planned once more on that tip.
 async fn round_postgres_at_tip(
     pool: &sqlx::PgPool,
     tip: &crate::AccessTip,
     signer: &LogSigner,
     requests: &[&[AccessEntry]],
 ) -> Result<Option<Plan>> {
-    let Some(frontier) = tip.lock().await.clone() else { return Ok(None) };
-    let expected = frontier.size();
-    let plan = plan(frontier, &HashSet::new(), requests);
-    if plan.rows.is_empty() {
-        return Ok(Some(plan));
-    }
-    let cp = checkpoint(signer, &plan.frontier)?;
-    if !backend::postgres::write_access_at(pool, expected, &plan, &cp).await? {
-        return Ok(None);
-    }
+    let mut tried: Option<u64> = None;
+    let plan = loop {
+        let Some(frontier) = tip.lock().await.clone() else { return Ok(None) };
+        let expected = frontier.size();
+        if tried.is_some_and(|t| t >= expected) {
+            // Moved by another process: only the head can tell.
+            return Ok(None);
+        }
+        let plan = plan(frontier, &HashSet::new(), requests);
+        if plan.rows.is_empty() {
+            return Ok(Some(plan));
+        }
+        let cp = checkpoint(signer, &plan.frontier)?;
+        if backend::postgres::write_access_at(pool, expected, &plan, &cp).await? {
+            break plan;
+        }
+        if tried.is_some() {
+            return Ok(None);
+        }
+        tried = Some(expected);
+    };
     let mut cached = tip.lock().await;
     // A writer that committed after this round may have stored a longer tip already.
     if cached.as_ref().is_none_or(|c| c.size() < plan.frontier.size()) {

@@ -26,6 +26,9 @@ use tokio::sync::watch;
 /// 1,000 audited reads/s and 5,000 appends/s, ~150 KB).
 pub(crate) const INTERVAL: Duration = Duration::from_millis(100);
 
+/// The longest wait between two tries after failures (doubling from [`INTERVAL`]).
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
 /// The background merge task; aborted when dropped (with the store).
 pub(crate) struct Cleaner(tokio::task::JoinHandle<()>);
 
@@ -41,6 +44,7 @@ impl Drop for Cleaner {
 pub(crate) fn start(pool: sqlx::PgPool, mut access_head: watch::Receiver<u64>) -> Cleaner {
     Cleaner(tokio::spawn(async move {
         let mut failing = false;
+        let mut backoff = INTERVAL;
         while access_head.changed().await.is_ok() {
             if pool.is_closed() {
                 return;
@@ -50,6 +54,7 @@ pub(crate) fn start(pool: sqlx::PgPool, mut access_head: watch::Receiver<u64>) -
                 .await
             {
                 Ok(pages) => {
+                    backoff = INTERVAL;
                     if failing {
                         failing = false;
                         tracing::info!("the access log's key index is merged in the background again");
@@ -58,13 +63,21 @@ pub(crate) fn start(pool: sqlx::PgPool, mut access_head: watch::Receiver<u64>) -
                 }
                 Err(_) if pool.is_closed() => return,
                 Err(e) => {
+                    // 42501: this role does not own the index; 25006: a read-only server. Neither
+                    // passes with time: stop, rather than fill the server's log with errors.
+                    let code = e.as_database_error().and_then(|d| d.code()).unwrap_or_default();
+                    if code == "42501" || code == "25006" {
+                        tracing::warn!(error = %e, "the access log's key index cannot be merged in the background by this role; PostgreSQL merges it inside writes instead (slower tails, nothing lost)");
+                        return;
+                    }
                     if !failing {
                         failing = true;
-                        tracing::warn!(error = %e, "merging the access log's key index in the background failed; PostgreSQL merges it inside writes instead (slower tails, nothing lost)");
+                        tracing::warn!(error = %e, "merging the access log's key index in the background failed; retrying with backoff, PostgreSQL merges it inside writes meanwhile (slower tails, nothing lost)");
                     }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
-            tokio::time::sleep(INTERVAL).await;
+            tokio::time::sleep(backoff).await;
         }
     }))
 }

@@ -394,10 +394,17 @@ impl Store {
     #[tracing::instrument(name = "store.open", skip_all)]
     pub async fn open(url: &str, signer: Option<LogSigner>, options: Options) -> Result<Store> {
         let db = if is_postgres(url) {
+            // Every write takes its log's advisory lock and then reads the head: only READ
+            // COMMITTED gives the statements after the lock a snapshot that sees the previous
+            // holder's commit, so it is pinned whatever the database's or role's default.
+            let connect = url
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .map_err(error::db("reading the PostgreSQL URL"))?
+                .options([("default_transaction_isolation", "read\\ committed")]);
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+                .connect_with(connect)
                 .await
                 .map_err(error::db("connecting to PostgreSQL"))?;
             POSTGRES_MIGRATOR
@@ -980,10 +987,17 @@ pub mod testing {
             .await
             .unwrap_or_else(|e| panic!("DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
         let name = format!("accord_test_{}", uuid_like());
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
+        // SERIALIZABLE by default, as a database may be configured: the store must not depend
+        // on the server's default (its writes pin READ COMMITTED, see `Store::open`).
+        for statement in [
+            format!("CREATE DATABASE {name}"),
+            format!("ALTER DATABASE {name} SET default_transaction_isolation = 'serializable'"),
+        ] {
+            sqlx::raw_sql(&statement)
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
+        }
         let (path, query) = match base.split_once('?') {
             Some((p, q)) => (p, format!("?{q}")),
             None => (base.as_str(), String::new()),

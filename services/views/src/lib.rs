@@ -133,9 +133,20 @@ pub struct Progress {
 /// process committing meanwhile cannot mix a later batch's rows under an earlier checkpoint).
 async fn load_state(store: &Store) -> Result<State> {
     let mut state = State::default();
-    let next = store
-        .load_views(PROJECTION, RESTORE_PAGE, |page| state.restore(page).map_err(accord_store::Error::Corrupt))
-        .await?;
+    // A row the fold cannot read is the read models' corruption, not the log's.
+    let mut unreadable = None;
+    let loaded = store
+        .load_views(PROJECTION, RESTORE_PAGE, |page| {
+            state.restore(page).map_err(|e| {
+                unreadable = Some(e);
+                accord_store::Error::Invalid("a stored read-model row cannot be restored".into())
+            })
+        })
+        .await;
+    if let Some(e) = unreadable {
+        return Err(Error::Corrupt(e));
+    }
+    let next = loaded?;
     if next == 0 {
         // No checkpoint for this projection: rows left by an earlier projection (an older
         // `PROJECTION` name) are not this fold's; start from zero on an empty table.
