@@ -669,8 +669,16 @@ macro_rules! backend {
                 Ok(next)
             }
 
-            pub(crate) async fn reset_views(pool: &sqlx::Pool<DB>) -> Result<()> {
-                let mut tx = pool.begin().await.map_err(db("starting a read-model transaction"))?;
+            pub(crate) async fn reset_views(pool: &sqlx::Pool<DB>, unless_started: Option<&str>) -> Result<bool> {
+                let mut tx = begin_reset(pool).await?;
+                if let Some(projection) = unless_started {
+                    // Under the reset's lock no commit is in flight, so a checkpoint another
+                    // process moved since the caller looked is seen here.
+                    if view_checkpoint(&mut *tx, projection).await? > 0 {
+                        tx.rollback().await.map_err(db("ending a read-model reset"))?;
+                        return Ok(false);
+                    }
+                }
                 sqlx::query("DELETE FROM view_items").execute(&mut *tx).await.map_err(db("dropping read models"))?;
                 // Every projection's checkpoint goes with the rows: a checkpoint left behind (an
                 // older projection name) would claim rows that no longer exist, and a rollback to
@@ -679,7 +687,8 @@ macro_rules! backend {
                     .execute(&mut *tx)
                     .await
                     .map_err(db("dropping the projection checkpoints"))?;
-                tx.commit().await.map_err(db("committing a read-model reset"))
+                tx.commit().await.map_err(db("committing a read-model reset"))?;
+                Ok(true)
             }
 
             $($specific)*
@@ -688,6 +697,7 @@ macro_rules! backend {
 }
 
 backend!(sqlite, sqlx::Sqlite, {
+    use super::begin_reset_sqlite as begin_reset;
     use super::begin_snapshot_sqlite as begin_snapshot;
 
     /// Read-model rows in multi-row INSERTs of [`INSERT_CHUNK`] rows, bound by value (the
@@ -896,6 +906,7 @@ backend!(sqlite, sqlx::Sqlite, {
 });
 
 backend!(postgres, sqlx::Postgres, {
+    use super::begin_reset_postgres as begin_reset;
     use super::begin_snapshot_postgres as begin_snapshot;
 
     /// Read-model rows as one INSERT … SELECT FROM UNNEST of column arrays (a fixed statement,
@@ -1102,6 +1113,23 @@ async fn begin_snapshot_postgres(pool: &sqlx::PgPool) -> Result<sqlx::Transactio
     pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(crate::error::db("starting a read-model snapshot"))
+}
+
+/// A read-model reset on SQLite: `BEGIN IMMEDIATE`, so no other process commits read models
+/// between its check and its deletes.
+async fn begin_reset_sqlite(pool: &sqlx::SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    begin_sqlite(pool).await
+}
+
+/// A read-model reset on PostgreSQL: the checkpoint table locked against writers (a read-model
+/// commit moves its row first) until the reset commits, after the commits in flight finish.
+async fn begin_reset_postgres(pool: &sqlx::PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = pool.begin().await.map_err(crate::error::db("starting a read-model reset"))?;
+    sqlx::query("LOCK TABLE view_checkpoints IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .map_err(crate::error::db("locking the projection checkpoints"))?;
+    Ok(tx)
 }
 
 /// Opens the write transaction that holds the log's lock until commit.

@@ -878,7 +878,17 @@ impl Store {
     #[tracing::instrument(name = "store.reset_views", skip_all)]
     pub async fn reset_views(&self) -> Result<()> {
         let _gate = self.inner.writes.enter(&self.inner.db).await;
-        dispatch!(&self.inner.db, |q, pool| q::reset_views(pool).await)
+        dispatch!(&self.inner.db, |q, pool| q::reset_views(pool, None).await).map(|_| ())
+    }
+
+    /// [`Store::reset_views`] unless `projection` has a checkpoint past 0 by the time the reset
+    /// holds its lock (another process has committed its first batch since the caller looked):
+    /// then nothing is dropped and `false` is returned. For a projection starting with no
+    /// checkpoint, clearing rows an older projection left, without dropping a peer's work.
+    #[tracing::instrument(name = "store.reset_views", skip_all)]
+    pub async fn reset_views_unless_started(&self, projection: &str) -> Result<bool> {
+        let _gate = self.inner.writes.enter(&self.inner.db).await;
+        dispatch!(&self.inner.db, |q, pool| q::reset_views(pool, Some(projection)).await)
     }
 
     /// The event recorded under `event_id`, whoever wrote it (callers authorise).

@@ -432,9 +432,15 @@ async fn read_model_commits_insert_created_rows_and_upsert_changed_ones(f: Fixtu
         .unwrap();
     assert_eq!((next, loaded.len()), (6, 6), "the next load sees that commit");
     assert_eq!(s.load_views("q", 10, |_| panic!("no rows are read without a checkpoint")).await.unwrap(), 0);
+    // A reset for a projection that has started drops nothing; for one that has not, it drops
+    // every projection's rows and checkpoints (rows an older projection left).
+    assert!(!s.reset_views_unless_started("p").await.unwrap());
+    assert_eq!((s.view_checkpoint("p").await.unwrap(), s.view_rows_page(None, 10).await.unwrap().len()), (6, 6));
     // An error from the caller stops the load.
     let refused = s.load_views("p", 1, |_| Err(Error::Corrupt("refused".into()))).await;
     assert!(matches!(refused, Err(Error::Corrupt(m)) if m == "refused"));
+    assert!(s.reset_views_unless_started("q").await.unwrap());
+    assert_eq!((s.view_checkpoint("p").await.unwrap(), s.view_rows_page(None, 10).await.unwrap().len()), (0, 0));
     other.shutdown().await;
 }
 

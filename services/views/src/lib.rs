@@ -131,30 +131,30 @@ pub struct Progress {
 
 /// The state as last committed: the checkpoint and its rows, read in one snapshot (so another
 /// process committing meanwhile cannot mix a later batch's rows under an earlier checkpoint).
+/// With no checkpoint for this projection, rows left by an earlier projection (an older
+/// [`PROJECTION`] name) are not this fold's: it starts from zero on an emptied table, unless
+/// another process committed its first batch in between, which is then loaded instead.
 async fn load_state(store: &Store) -> Result<State> {
-    let mut state = State::default();
-    // A row the fold cannot read is the read models' corruption, not the log's.
-    let mut unreadable = None;
-    let loaded = store
-        .load_views(PROJECTION, RESTORE_PAGE, |page| {
-            state.restore(page).map_err(|e| {
-                unreadable = Some(e);
-                accord_store::Error::Invalid("a stored read-model row cannot be restored".into())
+    loop {
+        let mut state = State::default();
+        // A row the fold cannot read is the read models' corruption, not the log's.
+        let mut unreadable = None;
+        let loaded = store
+            .load_views(PROJECTION, RESTORE_PAGE, |page| {
+                state.restore(page).map_err(|e| {
+                    unreadable = Some(e);
+                    accord_store::Error::Invalid("a stored read-model row cannot be restored".into())
+                })
             })
-        })
-        .await;
-    if let Some(e) = unreadable {
-        return Err(Error::Corrupt(e));
+            .await;
+        if let Some(e) = unreadable {
+            return Err(Error::Corrupt(e));
+        }
+        state.next_position = loaded?;
+        if state.next_position > 0 || store.reset_views_unless_started(PROJECTION).await? {
+            return Ok(state);
+        }
     }
-    let next = loaded?;
-    if next == 0 {
-        // No checkpoint for this projection: rows left by an earlier projection (an older
-        // `PROJECTION` name) are not this fold's; start from zero on an empty table.
-        store.reset_views().await?;
-        return Ok(State::default());
-    }
-    state.next_position = next;
-    Ok(state)
 }
 
 /// Decodes a page of recorded events (outside any lock) and makes sure the policy history covers
