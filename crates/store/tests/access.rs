@@ -318,6 +318,37 @@ async fn refuse_access_inserts(store: &Store, refuse: bool) {
     store.execute_raw_for_tests(sql).await.unwrap();
 }
 
+/// PostgreSQL: the access-key index's pending list is merged in the background while the log
+/// grows, so no writer has to merge it inside its commit (BENCHMARKS.md, 2026-12-04).
+async fn the_key_index_is_merged_in_the_background(f: Fixture) {
+    if !f.store.is_postgres() {
+        return;
+    }
+    // Pages the pending list holds (merging them): the rows of a SELECT of that many rows.
+    let pending = "SELECT 1 FROM generate_series(1, gin_clean_pending_list('access_keys_by_key'::regclass))";
+    let subjects: Vec<String> = (0..40).map(|i| format!("child:c-{i:04}-{}", "x".repeat(40))).collect();
+    let subjects: Vec<&str> = subjects.iter().map(String::as_str).collect();
+    for round in 0..5 {
+        let requests: Vec<_> =
+            (0..20).map(|i| vec![entry(round * 100 + i, "met-police", "u1", true, &subjects, &["pos:1"])]).collect();
+        futures::future::join_all(requests.into_iter().map(|r| f.store.record_access(r))).await;
+    }
+    assert_eq!(f.store.access_log_size().await.unwrap(), 100);
+    // The task merges within its interval (100 ms) of the last write.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(f.store.execute_raw_for_tests(pending).await.unwrap(), 0, "nothing left to merge");
+    // Without the task (a store writing no access records) the list holds what was written.
+    f.store.shutdown().await;
+    let quiet = Store::open(&f.url, None, Options::default()).await.unwrap();
+    quiet.execute_raw_for_tests(
+        "INSERT INTO access_keys (position, keys) SELECT 1000 + g, ARRAY['AB' || g::text] FROM generate_series(1, 2000) AS g",
+    )
+    .await
+    .unwrap();
+    assert!(quiet.execute_raw_for_tests(pending).await.unwrap() > 0, "the check sees a pending list");
+    quiet.shutdown().await;
+}
+
 async fn a_failed_round_fails_every_request_and_writes_nothing(f: Fixture) {
     assert_eq!(f.store.access_log_size().await.unwrap(), 0);
     refuse_access_inserts(&f.store, true).await;
@@ -556,6 +587,7 @@ macro_rules! backends {
             a_duplicate_access_id_is_refused,
             access_tables_refuse_update_and_delete,
             a_failed_round_fails_every_request_and_writes_nothing,
+            the_key_index_is_merged_in_the_background,
             the_access_log_is_independent_of_the_event_log_and_survives_reopening,
             an_append_and_its_access_record_commit_together,
         );
