@@ -697,8 +697,10 @@ macro_rules! backend {
 }
 
 backend!(sqlite, sqlx::Sqlite, {
-    use super::begin_reset_sqlite as begin_reset;
+    // A read-model reset takes SQLite's write lock at once (`BEGIN IMMEDIATE`), so no other
+    // process commits read models between its check and its deletes.
     use super::begin_snapshot_sqlite as begin_snapshot;
+    use super::begin_sqlite as begin_reset;
 
     /// Read-model rows in multi-row INSERTs of [`INSERT_CHUNK`] rows, bound by value (the
     /// documents, up to a few MB, are not copied again). Without `upsert`, a stored row fails the
@@ -1113,12 +1115,6 @@ async fn begin_snapshot_postgres(pool: &sqlx::PgPool) -> Result<sqlx::Transactio
     pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(crate::error::db("starting a read-model snapshot"))
-}
-
-/// A read-model reset on SQLite: `BEGIN IMMEDIATE`, so no other process commits read models
-/// between its check and its deletes.
-async fn begin_reset_sqlite(pool: &sqlx::SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-    begin_sqlite(pool).await
 }
 
 /// A read-model reset on PostgreSQL: the checkpoint table locked against writers (a read-model

@@ -885,7 +885,7 @@ impl Store {
     /// holds its lock (another process has committed its first batch since the caller looked):
     /// then nothing is dropped and `false` is returned. For a projection starting with no
     /// checkpoint, clearing rows an older projection left, without dropping a peer's work.
-    #[tracing::instrument(name = "store.reset_views", skip_all)]
+    #[tracing::instrument(name = "store.reset_views_unless_started", skip_all)]
     pub async fn reset_views_unless_started(&self, projection: &str) -> Result<bool> {
         let _gate = self.inner.writes.enter(&self.inner.db).await;
         dispatch!(&self.inner.db, |q, pool| q::reset_views(pool, Some(projection)).await)
